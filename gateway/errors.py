@@ -1,0 +1,102 @@
+"""The gateway's exceptions: each knows the SMTP reply it becomes and whether it can clear.
+
+::
+
+    GatewayError                    .reply: Reply; .transient
+    ├── RefusedError                refused at an SMTP command (bad address, relay attempt, size)
+    ├── ConfigError                 the configuration file is wrong (raised at start, never sent)
+    └── DeliveryError               a mail could not become a contact
+        ├── TransientError          4xx: retry later; the retry sends the same request
+        │   ├── ThrottledError      Connect or S3 asked us to slow down
+        │   ├── UnavailableError    5xx answers, timeouts, network faults
+        │   └── MisconfiguredError  403, missing instance, flow or bucket, no credentials: alert the operator,
+        │                           never bounce the customer's mail for it
+        ├── PermanentError          5xx: the request as built can never succeed
+        │   └── AttachmentsRefusedError  refused for its attachments: it can still go without them
+        └── DuplicateRequestError   409: this ClientToken already made a contact from another request
+                                    (an earlier attempt, with older presigned URLs): delivered, not failed
+
+Third-party errors (botocore, aiohttp) become these in one place, :mod:`gateway.aws_errors`.
+"""
+
+from __future__ import annotations
+
+from gateway.replies import Replies, Reply
+
+__all__ = [
+    "AttachmentsRefusedError",
+    "ConfigError",
+    "DeliveryError",
+    "DuplicateRequestError",
+    "GatewayError",
+    "MisconfiguredError",
+    "PermanentError",
+    "RefusedError",
+    "ThrottledError",
+    "TransientError",
+    "UnavailableError",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose. ``str()`` is for logs, ``reply`` for clients."""
+
+    default_reply: Reply = Replies.LOCAL_ERROR
+
+    def __init__(self, detail: str, reply: Reply | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reply = reply or self.default_reply
+
+    @property
+    def transient(self) -> bool:
+        return self.reply.transient
+
+
+class RefusedError(GatewayError):
+    """An SMTP command refused by policy or syntax; ``reply`` is what the client sees."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply), reply)
+
+
+class ConfigError(GatewayError):
+    """A bad configuration file; the message names the key (``routes[2].match: ...``)."""
+
+
+class DeliveryError(GatewayError):
+    """A mail (or one of its recipients) could not become a contact."""
+
+
+class TransientError(DeliveryError):
+    default_reply = Replies.UNAVAILABLE
+
+
+class ThrottledError(TransientError):
+    default_reply = Replies.THROTTLED
+
+
+class UnavailableError(TransientError):
+    default_reply = Replies.UNAVAILABLE
+
+
+class MisconfiguredError(TransientError):
+    """The operator must act (IAM policy, instance id, bucket); the mail waits meanwhile."""
+
+    default_reply = Replies.MISCONFIGURED
+
+
+class PermanentError(DeliveryError):
+    default_reply = Replies.REFUSED_BY_CONNECT
+
+
+class AttachmentsRefusedError(PermanentError):
+    """Connect refused the attachments themselves (size, type, count); ``reason`` is its Reason code."""
+
+    def __init__(self, detail: str, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class DuplicateRequestError(DeliveryError):
+    """Connect's 409 IdempotencyException: the contact for this mail and destination already exists."""

@@ -1,0 +1,77 @@
+"""Every SMTP reply the gateway sends, by name.
+
+One table, so that a code and its enhanced status code (RFC 3463) are chosen once and checked by a test:
+5xx for policy and permanent faults, 4xx only for conditions that can clear. Texts are written for the
+human who reads a bounce; they never carry internal exception text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Replies", "Reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    status: str
+    text: str
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    def format(self, **values: object) -> Reply:
+        """The same reply with ``{name}`` placeholders of its text filled in."""
+        return Reply(self.code, self.status, self.text.format(**values))
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+class Replies:
+    """Named replies. ``{placeholders}`` are filled with :meth:`Reply.format`."""
+
+    # 2xx: success
+    SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+    RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+    DELIVERED = Reply(250, "2.0.0", "Delivered to Amazon Connect as contact {contacts}")
+    PARTLY_DELIVERED = Reply(
+        250, "2.0.0", "Delivered to Amazon Connect as contact {contacts}; refused for {refused} recipient(s)"
+    )
+
+    # 4xx: conditions that can clear; the client retries and the retry is idempotent
+    THROTTLED = Reply(451, "4.4.5", "Amazon Connect is busy; please try again later")
+    UNAVAILABLE = Reply(451, "4.4.1", "Amazon Connect could not be reached; please try again later")
+    MISCONFIGURED = Reply(451, "4.3.5", "This gateway has a configuration problem; please try again later")
+    LOCAL_ERROR = Reply(451, "4.3.0", "Temporary local problem; please try again later")
+
+    # 5xx: syntax and sequence
+    HELO_FIRST = Reply(503, "5.5.1", "Send EHLO or HELO first")
+    NESTED_MAIL = Reply(503, "5.5.1", "Sender already given; send RSET to start over")
+    MAIL_FIRST = Reply(503, "5.5.1", "Send MAIL FROM first")
+    MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]")
+    RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address> [parameters]")
+    PARAMETER_UNKNOWN = Reply(555, "5.5.4", "Unsupported parameter {parameter}")
+    PARAMETER_INVALID = Reply(501, "5.5.4", "Invalid value for parameter {parameter}")
+    BAD_SENDER = Reply(553, "5.1.7", "The sender address {address} is not valid: {reason}")
+    BAD_RECIPIENT = Reply(501, "5.1.3", "The recipient address {address} is not valid: {reason}")
+    SMTPUTF8_NEEDED = Reply(553, "5.6.7", "Address {address} needs SMTPUTF8, which MAIL FROM did not request")
+
+    # 5xx: policy
+    UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "No mailbox {address} here")
+    RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied: this gateway does not accept mail for {address}")
+    TOO_BIG = Reply(552, "5.3.4", "Message too big: this gateway accepts at most {limit} bytes")
+    LINE_TOO_LONG = Reply(
+        552, "5.3.4", "A line of this message is longer than the {limit} bytes this gateway accepts"
+    )
+    NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
+    DATA_SYNTAX = Reply(501, "5.5.4", "Syntax: DATA (without arguments)")
+
+    # 5xx: the contact service refused the message as built
+    REFUSED_BY_CONNECT = Reply(554, "5.6.0", "Amazon Connect refused this message")
