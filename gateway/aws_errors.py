@@ -1,0 +1,124 @@
+"""The one boundary where botocore and network errors become the gateway's own (:mod:`gateway.errors`).
+
+The classification is the heart of "never lose a mail": anything that can clear (throttling, 5xx, timeouts,
+a missing instance, an IAM policy an operator will fix) is transient, so the mail waits and is retried;
+only what can never succeed for the request as built (an invalid request, an attachment Connect refuses)
+is permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
+
+from gateway.errors import (
+    AttachmentsRefusedError,
+    DeliveryError,
+    DuplicateRequestError,
+    MisconfiguredError,
+    PermanentError,
+    ThrottledError,
+    UnavailableError,
+)
+
+__all__ = ["translate", "translated"]
+
+_THROTTLING = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestThrottled",
+    "ProvisionedThroughputExceededException",
+}
+_CONFIGURATION = {
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "MissingAuthenticationTokenException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidAccessKeyId",
+    "ResourceNotFoundException",
+    "NoSuchBucket",
+    "KMS.DisabledException",
+    "KMS.NotFoundException",
+}
+_ATTACHMENT_REASONS = {
+    "INVALID_FILE_SIZE",
+    "INVALID_FILE_TYPE",
+    "INVALID_FILE_NAME",
+    "TOTAL_FILE_SIZE_EXCEEDED",
+    "TOTAL_FILE_COUNT_EXCEEDED",
+}
+
+
+@contextmanager
+def translated(service: str) -> Iterator[None]:
+    """Run an AWS call; whatever it raises leaves as a :class:`DeliveryError`."""
+    try:
+        yield
+    except DeliveryError:
+        raise
+    except (TimeoutError, ClientError, BotoCoreError, aiohttp.ClientError, OSError) as error:
+        raise translate(error, service) from error
+
+
+def translate(error: BaseException, service: str) -> DeliveryError:
+    if isinstance(error, ClientError):
+        return _client_error(error, service)
+    if isinstance(error, NoCredentialsError | PartialCredentialsError | NoRegionError):
+        return MisconfiguredError(f"{service}: {error}")
+    if isinstance(error, ParamValidationError):
+        return PermanentError(f"{service}: request refused by botocore: {error}")
+    if isinstance(
+        error, ConnectionError | HTTPClientError | aiohttp.ClientError | asyncio.TimeoutError | OSError
+    ):
+        return UnavailableError(f"{service}: {type(error).__name__}: {error}")
+    return UnavailableError(f"{service}: unexpected {type(error).__name__}: {error}")
+
+
+def _client_error(error: ClientError, service: str) -> DeliveryError:
+    details: Any = error.response.get("Error", {})
+    code = str(details.get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    detail = f"{service}: {code or status}: {details.get('Message', '')}".rstrip(": ")
+    reason = _attachment_reason(error.response.get("Reason"))
+    if code == "IdempotencyException":
+        return DuplicateRequestError(detail)
+    if reason:
+        return AttachmentsRefusedError(detail, reason)
+    if code in _THROTTLING or status == 429:
+        return ThrottledError(detail)
+    if code in _CONFIGURATION or status in (401, 403, 404):
+        return MisconfiguredError(detail)
+    if status >= 500 or status == 402 or status == 0:
+        return UnavailableError(detail)  # 402: a quota (concurrent active emails) that clears later
+    return PermanentError(detail)
+
+
+def _attachment_reason(reason: object) -> str | None:
+    """Connect's ``Reason`` is a one-member structure: ``{"AttachedFile...Reason": "INVALID_FILE_SIZE"}``."""
+    if isinstance(reason, dict):
+        for value in reason.values():
+            if value in _ATTACHMENT_REASONS:
+                return str(value)
+    return None

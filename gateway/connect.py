@@ -1,0 +1,34 @@
+"""Creating the contact: ``StartEmailContact`` through aiobotocore.
+
+The request arrives fully built (:mod:`gateway.request`); this module only sends it and reads the answer.
+A 409 IdempotencyException means an earlier attempt of this very mail already made the contact: that is a
+delivery, reported as :class:`~gateway.errors.DuplicateRequestError` for the caller to count as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.aws_errors import translated
+
+if TYPE_CHECKING:
+    from types_aiobotocore_connect import ConnectClient
+
+__all__ = ["ConnectContacts", "ContactStarter"]
+
+
+class ContactStarter(Protocol):
+    async def start(self, request: Mapping[str, Any]) -> str:
+        """Create the contact and return its ContactId; raises :class:`~gateway.errors.DeliveryError`."""
+        ...
+
+
+class ConnectContacts:
+    def __init__(self, client: ConnectClient) -> None:
+        self._client = client
+
+    async def start(self, request: Mapping[str, Any]) -> str:
+        with translated("connect"):
+            response = await self._client.start_email_contact(**request)
+        return response["ContactId"]
