@@ -1,0 +1,172 @@
+"""``mail-gateway``: serve, sandbox, emulate, parse."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.addresses import AddressError, parse_address
+from gateway.attachments import attachment_key
+from gateway.config import AttachmentSettings, Settings, load_config
+from gateway.delivery import unique_targets
+from gateway.errors import ConfigError, RefusedError
+from gateway.mime import parse_mail
+from gateway.request import StoredFile, attachment_names, build_request, mail_digest
+from gateway.routing import Router, Target
+
+__all__ = ["main"]
+
+PARSE_FALLBACK_RECIPIENT = "recipient@example.com"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mail-gateway", description="An SMTP gateway for Amazon Connect's email channel."
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", required=True, type=Path, help="the TOML configuration file")
+
+    sandbox = commands.add_parser("sandbox", help="gateway + Connect emulator + S3, all on 127.0.0.1")
+    sandbox.add_argument("--smtp-port", type=int, default=2525)
+    sandbox.add_argument("--http-port", type=int, default=8025, help="the emulator's port")
+
+    emulate = commands.add_parser("emulate", help="the Connect email emulator (and an S3) alone")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=8025)
+    emulate.add_argument("--s3-port", type=int, help="also run an embedded S3 on this port")
+    emulate.add_argument("--bucket", default="sandbox-attachments", help="bucket created in the embedded S3")
+    emulate.add_argument("--instance", action="append", default=[], help="known instance id (repeatable)")
+    emulate.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        help="address of the instance, e.g. *@example.com (repeatable)",
+    )
+
+    parse = commands.add_parser("parse", help="print the StartEmailContact request(s) a mail file would make")
+    parse.add_argument("file", type=Path)
+    parse.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeatable)")
+    parse.add_argument("--config", type=Path, help="use this file's routes (default: the sandbox route)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "serve":
+            return _serve(load_config(args.config))
+        if args.command == "sandbox":
+            from gateway.sandbox import run_sandbox
+
+            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say))
+            return 0
+        if args.command == "emulate":
+            asyncio.run(_emulate(args))
+            return 0
+        return _parse(args)
+    except ConfigError as error:
+        print(f"mail-gateway: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _serve(settings: Settings) -> int:
+    from gateway.sandbox import until_signalled
+    from gateway.service import Gateway
+
+    async def run() -> None:
+        async with Gateway(settings) as gateway:
+            logging.getLogger("gateway").info(
+                "listening for SMTP on %s:%d", settings.smtp.host, gateway.smtp_port
+            )
+            await until_signalled()
+
+    asyncio.run(run())
+    return 0
+
+
+async def _emulate(args: argparse.Namespace) -> None:
+    from gateway.emulator import EmulatedConnect, EmulatorServer
+    from gateway.sandbox import until_signalled
+
+    s3 = None
+    if args.s3_port is not None:
+        from gateway.s3server import EmbeddedS3
+
+        s3 = EmbeddedS3(args.host, args.s3_port).start()
+        s3.create_bucket(args.bucket)
+        _say(f"S3         {s3.url}   (bucket {args.bucket})")
+    server = EmulatorServer(EmulatedConnect(args.instance, args.address))
+    await server.start(args.host, args.port)
+    _say(f"Connect    http://{args.host}:{server.port}   (contacts at /_emulator/contacts)")
+    try:
+        await until_signalled()
+    finally:
+        await server.stop()
+        if s3 is not None:
+            s3.stop()
+
+
+def _parse(args: argparse.Namespace) -> int:
+    from gateway.sandbox import sandbox_route
+
+    if args.config:
+        settings = load_config(args.config)
+        routes, attachments, region = settings.routes, settings.attachments, settings.aws.region
+    else:
+        routes, attachments, region = (sandbox_route(),), AttachmentSettings("example-bucket"), "us-east-1"
+    raw = args.file.read_bytes()
+    mail = parse_mail(raw)
+    router = Router(routes)
+    candidates = args.rcpt or [m.address for m in (*mail.to, *mail.cc)] or [PARSE_FALLBACK_RECIPIENT]
+    targets = _routable(router, candidates)
+    if not targets:
+        if args.rcpt:
+            print("mail-gateway: no --rcpt address is routed by the configuration", file=sys.stderr)
+            return 1
+        targets = _routable(router, [PARSE_FALLBACK_RECIPIENT])
+    digest = mail_digest(raw)
+    names = attachment_names(a.filename for a in mail.attachments)
+    files = [
+        StoredFile(name, _object_url(attachments, region, attachment_key(attachments.prefix, digest, index)))
+        for index, name in enumerate(names, start=1)
+    ]
+    sender = mail.sender.address if mail.sender else ""
+    requests = [build_request(mail, target, raw, files, sender) for target in unique_targets(targets)]
+    print(json.dumps(requests, indent=2, ensure_ascii=False))
+    return 0 if requests else 1
+
+
+def _routable(router: Router, addresses: Sequence[str]) -> list[Target]:
+    targets = []
+    for address in addresses:
+        try:
+            targets.append(router.resolve(parse_address(address)))
+        except (AddressError, RefusedError) as error:
+            print(f"mail-gateway: skipping {address}: {error}", file=sys.stderr)
+    return targets
+
+
+def _object_url(attachments: AttachmentSettings, region: str, key: str) -> str:
+    """Where the attachment would be; the real request carries a presigned URL made at send time."""
+    return f"https://{attachments.bucket}.s3.{region}.amazonaws.com/{key}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""What Connect answers to ``StartEmailContact``, and what it remembers: no HTTP here.
+
+Idempotency as the service does it: the same ClientToken with the same request gives the same ContactId
+and no new contact; the same token with a different request is a 409 IdempotencyException. By default any
+instance and destination are accepted; given instances or address patterns, the emulator is strict:
+an unknown instance is a 404, a destination that is not an address of the instance a 400.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway import contract
+
+__all__ = ["Answer", "AttachmentFetch", "Contact", "EmulatedConnect"]
+
+MAX_CALLS_KEPT = 10_000
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP status and a JSON body; ``error`` is the rest-json error code (``x-amzn-ErrorType``)."""
+
+    status: int
+    body: dict[str, Any]
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, status: int, error: str, message: str, **extra: Any) -> Answer:
+        return cls(status, {"Message": message, **extra}, error)
+
+
+@dataclass
+class AttachmentFetch:
+    """Connect downloads each attachment after it answers; this is what it found."""
+
+    file_name: str
+    url: str
+    fetched: bool = False
+    status: int | None = None
+    size: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "FileName": self.file_name,
+            "fetched": self.fetched,
+            "status": self.status,
+            "size": self.size,
+            "sha256": self.sha256,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Contact:
+    contact_id: str
+    received_at: datetime
+    request: dict[str, Any]
+    attachments: list[AttachmentFetch] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ContactId": self.contact_id,
+            "ReceivedAt": _iso(self.received_at),
+            "Request": self.request,
+            "Attachments": [a.to_json() for a in self.attachments],
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fingerprint(request: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in request.items() if k != "ClientToken"}, sort_keys=True)
+
+
+class EmulatedConnect:
+    def __init__(
+        self,
+        instances: Iterable[str] = (),
+        addresses: Iterable[str] = (),
+        on_contact: Callable[[Contact], None] | None = None,
+    ) -> None:
+        self.instances = frozenset(instances)
+        self.addresses = tuple(a.casefold() for a in addresses)
+        self.contacts: dict[str, Contact] = {}
+        self.calls: deque[dict[str, Any]] = deque(maxlen=MAX_CALLS_KEPT)
+        self._tokens: dict[str, tuple[str, str]] = {}  # ClientToken -> (fingerprint, ContactId)
+        self._on_contact = on_contact
+
+    def clear(self) -> None:
+        self.contacts.clear()
+        self.calls.clear()
+        self._tokens.clear()
+
+    def record(self, operation: str, request: Any, answer: Answer) -> None:
+        self.calls.append(
+            {
+                "Operation": operation,
+                "ReceivedAt": _iso(datetime.now(UTC)),
+                "Request": request,
+                "Status": answer.status,
+                "Error": answer.error,
+                "Response": answer.body,
+            }
+        )
+
+    def start_email_contact(self, request: Any) -> tuple[Answer, Contact | None]:
+        """The answer to one call, and the contact it created (None when it created none)."""
+        answer, contact = self._decide(request)
+        self.record(contract.OPERATION, request, answer)
+        if contact is not None and self._on_contact is not None:
+            self._on_contact(contact)
+        return answer, contact
+
+    def _decide(self, request: Any) -> tuple[Answer, Contact | None]:
+        found = contract.violations(request)
+        if found:
+            count = len(found)
+            noun = "error" if count == 1 else "errors"
+            message = f"{count} validation {noun} detected: " + "; ".join(str(v) for v in found)
+            return Answer.failure(400, "InvalidRequestException", message), None
+        instance = request["InstanceId"]
+        if self.instances and instance not in self.instances:
+            return Answer.failure(404, "ResourceNotFoundException", f"Instance {instance} not found"), None
+        destination = request["DestinationEmailAddress"]
+        if self.addresses and not self.is_address(destination):
+            message = f"DestinationEmailAddress {destination} is not an email address of instance {instance}"
+            return Answer.failure(400, "InvalidRequestException", message), None
+        token = request.get("ClientToken")
+        fingerprint = _fingerprint(request)
+        if token is not None and token in self._tokens:
+            known, contact_id = self._tokens[token]
+            if known != fingerprint:
+                message = "The ClientToken was already used with a different request"
+                return Answer.failure(409, "IdempotencyException", message), None
+            return Answer(200, {"ContactId": contact_id}), None
+        contact = Contact(str(uuid.uuid4()), datetime.now(UTC), request)
+        contact.attachments = [
+            AttachmentFetch(a["FileName"], a["S3Url"]) for a in request.get("Attachments", [])
+        ]
+        self.contacts[contact.contact_id] = contact
+        if token is not None:
+            self._tokens[token] = (fingerprint, contact.contact_id)
+        return Answer(200, {"ContactId": contact.contact_id}), contact
+
+    def is_address(self, address: str) -> bool:
+        """Whether the instance has that address (patterns such as ``*@example.com`` allowed)."""
+        key = address.casefold()
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.addresses)

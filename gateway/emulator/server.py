@@ -1,0 +1,163 @@
+"""The emulator over HTTP, as botocore expects Connect to speak (rest-json, SigV4 signed).
+
+Endpoints: ``PUT /contact/email`` (StartEmailContact) and the inspection API: ``GET /_emulator/contacts``,
+``GET /_emulator/calls``, ``DELETE /_emulator/contacts`` (forgets contacts, calls and tokens),
+``GET``/``PUT /_emulator/faults`` (see :mod:`.faults`). Like Connect, the server downloads every
+attachment's presigned URL after it has answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway import contract
+from gateway.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
+from gateway.emulator.faults import FaultInjector, Faults
+
+__all__ = ["EmulatorServer"]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+FETCH_TIMEOUT_SECONDS = 30
+
+
+def _json_response(answer: Answer) -> web.Response:
+    headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+    if answer.error:
+        headers["x-amzn-ErrorType"] = answer.error
+    return web.json_response(answer.body, status=answer.status, headers=headers)
+
+
+def _signature_problem(request: web.Request) -> Answer | None:
+    """Connect requires SigV4 for the ``connect`` service; the emulator checks the form, not the secret."""
+    authorization = request.headers.get("Authorization", "")
+    if not authorization.startswith("AWS4-HMAC-SHA256 "):
+        return Answer.failure(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+    if "/connect/aws4_request" not in authorization:
+        return Answer.failure(
+            403, "InvalidSignatureException", "Credential should be scoped to service 'connect'"
+        )
+    return None
+
+
+class EmulatorServer:
+    def __init__(self, connect: EmulatedConnect, faults: FaultInjector | None = None) -> None:
+        self.connect = connect
+        self.faults = faults or FaultInjector()
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._fetches: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_put("/contact/email", self._start_email_contact)
+        app.router.add_get("/_emulator/contacts", self._list_contacts)
+        app.router.add_delete("/_emulator/contacts", self._clear)
+        app.router.add_get("/_emulator/calls", self._list_calls)
+        app.router.add_get("/_emulator/faults", self._get_faults)
+        app.router.add_put("/_emulator/faults", self._put_faults)
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS))
+        self._runner = web.AppRunner(self.application(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        for task in list(self._fetches):
+            task.cancel()
+        await asyncio.gather(*self._fetches, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
+
+    async def _start_email_contact(self, request: web.Request) -> web.Response:
+        latency = self.faults.faults.latency_ms
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        problem = _signature_problem(request)
+        body: Any = None
+        if problem is None:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                problem = Answer.failure(400, "SerializationException", "The request body is not valid JSON")
+        problem = problem or self.faults.refusal()
+        if problem is not None:
+            self.connect.record(contract.OPERATION, body, problem)
+            return _json_response(problem)
+        answer, contact = self.connect.start_email_contact(body)
+        if contact is not None and contact.attachments:
+            task = asyncio.get_running_loop().create_task(self._fetch_attachments(contact))
+            self._fetches.add(task)
+            task.add_done_callback(self._fetches.discard)
+        return _json_response(answer)
+
+    async def _fetch_attachments(self, contact: Contact) -> None:
+        await asyncio.sleep(0)  # after the answer, as Connect does
+        for attachment in contact.attachments:
+            await self._fetch(attachment)
+
+    async def _fetch(self, attachment: AttachmentFetch) -> None:
+        assert self._client is not None
+        try:
+            async with self._client.get(attachment.url) as response:
+                data = await response.read()
+                attachment.status = response.status
+                if response.status == 200:
+                    attachment.size = len(data)
+                    attachment.sha256 = hashlib.sha256(data).hexdigest()
+                    attachment.fetched = True
+                else:
+                    attachment.error = f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as error:
+            attachment.error = f"{type(error).__name__}: {error}"
+            log.info("attachment %s could not be fetched: %s", attachment.file_name, attachment.error)
+
+    async def _list_contacts(self, request: web.Request) -> web.Response:
+        return web.json_response({"contacts": [c.to_json() for c in self.connect.contacts.values()]})
+
+    async def _list_calls(self, request: web.Request) -> web.Response:
+        return web.json_response({"calls": list(self.connect.calls)})
+
+    async def _clear(self, request: web.Request) -> web.Response:
+        self.connect.clear()
+        return web.json_response({"cleared": True})
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.faults.to_json())
+
+    async def _put_faults(self, request: web.Request) -> web.Response:
+        try:
+            document = json.loads(await request.read())
+            if not isinstance(document, dict):
+                raise ValueError("the body must be a JSON object")
+            self.faults.faults = Faults.from_json(document, self.faults.faults)
+        except ValueError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response(self.faults.faults.to_json())
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        answer = Answer.failure(
+            404, "UnknownOperationException", f"No operation at {request.method} {request.path}"
+        )
+        return _json_response(answer)

@@ -1,0 +1,69 @@
+"""An S3 server in a thread (moto's), for the sandbox, the emulator and the tests.
+
+moto is an optional dependency (the ``sandbox`` extra): production never imports this module.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import botocore.session
+
+__all__ = ["SANDBOX_KEY", "EmbeddedS3"]
+
+SANDBOX_KEY = "sandbox"  # moto accepts any credentials; these are never real
+
+
+class EmbeddedS3:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1") -> None:
+        try:
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                MotoRequestHandler,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
+        except ImportError as error:  # pragma: no cover - depends on the installation
+            raise RuntimeError(
+                "the embedded S3 needs the sandbox extra: pip install 'connect-mail-gateway[sandbox]'"
+            ) from error
+
+        class QuietHandler(MotoRequestHandler):
+            def log_request(self, *args: object) -> None:
+                """No line per request on the terminal."""
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server: Any = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+        self.region = region
+        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-s3", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> EmbeddedS3:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def client(self) -> Any:
+        """A plain (synchronous) botocore S3 client for this server."""
+        return botocore.session.get_session().create_client(
+            "s3",
+            region_name=self.region,
+            endpoint_url=self.url,
+            aws_access_key_id=SANDBOX_KEY,
+            aws_secret_access_key=SANDBOX_KEY,
+        )
+
+    def create_bucket(self, name: str) -> None:
+        options: dict[str, Any] = {"Bucket": name}
+        if self.region != "us-east-1":
+            options["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        self.client().create_bucket(**options)

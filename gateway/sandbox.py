@@ -1,0 +1,82 @@
+"""Everything on 127.0.0.1 in one command: the gateway, the Connect emulator and an embedded S3.
+
+Every recipient is routed to the emulated instance with the recipient as the destination, so any mail an
+application sends shows up as the contact Connect would create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+from gateway.aws import StaticCredentials
+from gateway.config import AttachmentSettings, AwsSettings, RouteSettings, Settings, SmtpSettings
+from gateway.emulator import EmulatedConnect, EmulatorServer
+from gateway.emulator.connect import Contact
+from gateway.s3server import SANDBOX_KEY, EmbeddedS3
+from gateway.service import Gateway
+
+__all__ = ["SANDBOX_BUCKET", "SANDBOX_INSTANCE", "run_sandbox", "sandbox_route", "sandbox_settings"]
+
+SANDBOX_INSTANCE = "sandbox-instance"
+SANDBOX_BUCKET = "sandbox-attachments"
+SANDBOX_CREDENTIALS = StaticCredentials(SANDBOX_KEY, SANDBOX_KEY)
+
+
+def sandbox_route() -> RouteSettings:
+    return RouteSettings(match="*", instance_id=SANDBOX_INSTANCE)
+
+
+def sandbox_settings(smtp_port: int, connect_url: str, s3_url: str) -> Settings:
+    return Settings(
+        smtp=SmtpSettings(host="127.0.0.1", port=smtp_port, hostname="sandbox.localhost"),
+        aws=AwsSettings(region="us-east-1", connect_endpoint_url=connect_url, s3_endpoint_url=s3_url),
+        attachments=AttachmentSettings(bucket=SANDBOX_BUCKET),
+        routes=(sandbox_route(),),
+    )
+
+
+def contact_line(contact: Contact) -> str:
+    request = contact.request
+    raw = request["EmailMessage"]["RawMessage"]
+    files = len(request.get("Attachments", []))
+    return (
+        f"contact {contact.contact_id}  from {request['FromEmailAddress']['EmailAddress']}"
+        f"  to {request['DestinationEmailAddress']}  subject {raw['Subject']!r}  attachments {files}"
+    )
+
+
+async def run_sandbox(
+    smtp_port: int = 2525, http_port: int = 8025, out: Callable[[str], None] = print
+) -> None:
+    s3 = EmbeddedS3().start()
+    try:
+        s3.create_bucket(SANDBOX_BUCKET)
+        emulator = EmulatorServer(EmulatedConnect(on_contact=lambda contact: out(contact_line(contact))))
+        await emulator.start("127.0.0.1", http_port)
+        try:
+            settings = sandbox_settings(smtp_port, emulator.url, s3.url)
+            async with Gateway(settings, SANDBOX_CREDENTIALS) as gateway:
+                out(f"SMTP       127.0.0.1:{gateway.smtp_port}   (send mail here; any recipient)")
+                out(f"Connect    {emulator.url}   (emulator; contacts at {emulator.url}/_emulator/contacts)")
+                out(f"S3         {s3.url}   (bucket {SANDBOX_BUCKET})")
+                out("Ready. Ctrl-C stops.")
+                await until_signalled()
+        finally:
+            await emulator.stop()
+    finally:
+        s3.stop()
+
+
+async def until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
