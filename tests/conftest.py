@@ -1,0 +1,159 @@
+"""Shared fixtures: real servers on loopback ports bound to 0, and an SMTP client speaking over a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import smtplib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.aws import StaticCredentials
+from gateway.config import AttachmentSettings, AwsSettings, RouteSettings, Settings, SmtpSettings
+from gateway.emulator import EmulatedConnect, EmulatorServer
+from gateway.s3server import SANDBOX_KEY, EmbeddedS3
+from gateway.service import Gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+CREDENTIALS = StaticCredentials(SANDBOX_KEY, SANDBOX_KEY)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never reach for a developer's real AWS account or configuration."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[EmbeddedS3]:
+    server = EmbeddedS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server: EmbeddedS3) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[EmulatorServer]:
+    server = EmulatorServer(EmulatedConnect())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def make_settings(
+    emulator: EmulatorServer,
+    s3: EmbeddedS3,
+    bucket: str,
+    routes: Sequence[RouteSettings] = (),
+    **smtp: Any,
+) -> Settings:
+    return Settings(
+        smtp=SmtpSettings(host="127.0.0.1", port=0, hostname="mx.gateway.test", **smtp),
+        aws=AwsSettings(region="us-east-1", connect_endpoint_url=emulator.url, s3_endpoint_url=s3.url),
+        attachments=AttachmentSettings(bucket=bucket, prefix="inbound/"),
+        routes=tuple(routes)
+        or (
+            RouteSettings(match="support@example.com", instance_id="instance-1"),
+            RouteSettings(
+                match="*@help.example.com", instance_id="instance-2", destination="help@example.com"
+            ),
+        ),
+    )
+
+
+@pytest.fixture
+def settings(emulator: EmulatorServer, s3_server: EmbeddedS3, bucket: str) -> Settings:
+    return make_settings(emulator, s3_server, bucket)
+
+
+@pytest.fixture
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    async with Gateway(settings, CREDENTIALS) as running:
+        yield running
+
+
+def with_smtp(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, smtp=replace(settings.smtp, **changes))
+
+
+class SmtpClient:
+    """stdlib ``smtplib`` in a worker thread, so that the server can run in the test's event loop."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def run(self, action: Callable[[smtplib.SMTP], Any]) -> Any:
+        def session() -> Any:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
+                return action(client)
+
+        return await asyncio.to_thread(session)
+
+    async def send(
+        self,
+        raw: bytes,
+        sender: str = "customer@client.test",
+        recipients: Sequence[str] = ("support@example.com",),
+    ) -> tuple[int, str]:
+        """Send one mail; the reply to DATA (or the first refusal) as (code, text)."""
+
+        def deliver(client: smtplib.SMTP) -> tuple[int, str]:
+            client.ehlo("client.test")
+            code, text = client.mail(sender)
+            if code != 250:
+                return code, text.decode()
+            for recipient in recipients:
+                code, text = client.rcpt(recipient)
+                if code != 250:
+                    return code, text.decode()
+            code, text = client.data(raw)
+            return code, text.decode()
+
+        result: tuple[int, str] = await self.run(deliver)
+        return result
+
+    async def commands(self, *lines: str) -> list[tuple[int, str]]:
+        """Send raw command lines after EHLO; the reply to each."""
+
+        def talk(client: smtplib.SMTP) -> list[tuple[int, str]]:
+            client.ehlo("client.test")
+            replies = []
+            for line in lines:
+                client.putcmd(line)
+                code, text = client.getreply()
+                replies.append((code, text.decode()))
+            return replies
+
+        result: list[tuple[int, str]] = await self.run(talk)
+        return result
+
+
+@pytest.fixture
+def smtp(gateway: Gateway) -> SmtpClient:
+    return SmtpClient(gateway.smtp_port)
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)

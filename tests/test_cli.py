@@ -1,0 +1,161 @@
+"""The command line, run as a user runs it: in a child process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from gateway import contract
+
+from .conftest import ROOT
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+@pytest.fixture
+def eml(tmp_path: Path) -> Path:
+    message = EmailMessage()
+    message["From"] = "Kunde <kunde@client.test>"
+    message["To"] = "support@example.com, other@example.org"
+    message["Subject"] = "Parse me"
+    message["Message-ID"] = "<p1@client.test>"
+    message.set_content("hello")
+    message.add_attachment(b"data", maintype="application", subtype="pdf", filename="a.pdf")
+    path = tmp_path / "mail.eml"
+    path.write_bytes(message.as_bytes())
+    return path
+
+
+def test_parse_prints_valid_requests_for_each_recipient(eml: Path) -> None:
+    result = run("parse", str(eml))
+    assert result.returncode == 0, result.stderr
+    requests = json.loads(result.stdout)
+    assert [r["DestinationEmailAddress"] for r in requests] == ["support@example.com", "other@example.org"]
+    assert all(contract.violations(r) == [] for r in requests)
+    assert requests[0]["Attachments"][0]["FileName"] == "a.pdf"
+    assert requests[0]["EmailMessage"]["RawMessage"]["Subject"] == "Parse me"
+
+
+def test_parse_with_a_config_and_rcpt(eml: Path, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        (ROOT / "config.example.toml")
+        .read_text()
+        .replace('contact_flow_id = ""', 'contact_flow_id = "flow-9"')
+    )
+    result = run("parse", str(eml), "--config", str(config), "--rcpt", "support+vip@example.com")
+    assert result.returncode == 0, result.stderr
+    [request] = json.loads(result.stdout)
+    assert request["ContactFlowId"] == "flow-9"
+    assert request["Attributes"] == {"gateway_address_tag": "vip"}
+    assert request["Attachments"][0]["S3Url"].startswith("https://example-connect-attachments.s3.")
+    refused = run("parse", str(eml), "--config", str(config), "--rcpt", "nobody@elsewhere.example")
+    assert refused.returncode == 1
+    assert "550 5.7.1" in refused.stderr
+
+
+def test_a_bad_config_names_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[attachments]\nbucket = "b-1"\n[[routes]]\nmatch = "nope"\ninstance_id = "i"\n')
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "mail-gateway: routes[0].match: must be an address, *@domain or *"
+
+
+class Sandbox:
+    def __init__(self, process: subprocess.Popen[str], smtp_port: int, http_port: int) -> None:
+        self.process = process
+        self.smtp_port = smtp_port
+        self.http_port = http_port
+
+    def next_line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "sandbox", "--smtp-port", "0", "--http-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Ready"):
+            break
+    text = "".join(lines)
+    smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", text)
+    http = re.search(r"Connect\s+http://127\.0\.0\.1:(\d+)", text)
+    assert smtp is not None and http is not None, text
+    try:
+        yield Sandbox(process, int(smtp.group(1)), int(http.group(1)))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+def test_swaks_through_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The issue's acceptance check: the real swaks client against the real `sandbox` command."""
+    swaks = shutil.which("swaks")
+    if swaks is None:
+        if IN_CI:
+            pytest.fail("swaks is missing under CI: .ci/run installs it")
+        pytest.skip("swaks is not installed (apt-get install swaks)")
+    first, second = tmp_path / "report.pdf", tmp_path / "photo.jpg"
+    first.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 20)
+    second.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(4000))
+    subject = "Grüße aus Köln – 東京"
+    encoded_subject = "=?UTF-8?B?" + base64.b64encode(subject.encode()).decode() + "?="
+    command = [
+        swaks, "--server", f"127.0.0.1:{sandbox.smtp_port}", "--from", "kunde@shop.test",
+        "--to", "support@example.com", "--header", f"Subject: {encoded_subject}",
+        "--header", "Cc: Chef <chef@shop.test>", "--header", "Message-Id: <swaks-1@shop.test>",
+        "--body", "Bitte um Rückruf.",
+        "--attach-type", "application/pdf", "--attach-name", "report.pdf", "--attach", f"@{first}",
+        "--attach-type", "image/jpeg", "--attach-name", "photo.jpg", "--attach", f"@{second}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 2.0.0 Delivered to Amazon Connect as contact" in result.stdout
+    url = f"http://127.0.0.1:{sandbox.http_port}/_emulator/contacts"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        [contact] = json.load(response)["contacts"]
+    assert sandbox.next_line().startswith(f"contact {contact['ContactId']}  from kunde@shop.test")
+    request = contact["Request"]
+    assert request["FromEmailAddress"]["EmailAddress"] == "kunde@shop.test"
+    assert request["DestinationEmailAddress"] == "support@example.com"
+    raw = request["EmailMessage"]["RawMessage"]
+    assert raw["Subject"] == subject
+    assert raw["Body"].strip() == "Bitte um Rückruf."
+    assert raw["Headers"]["MESSAGE_ID"] == "<swaks-1@shop.test>"
+    assert request["AdditionalRecipients"]["CcAddresses"] == [
+        {"EmailAddress": "chef@shop.test", "DisplayName": "Chef"}
+    ]
+    assert [a["FileName"] for a in request["Attachments"]] == ["report.pdf", "photo.jpg"]
+    for attachment, path in zip(request["Attachments"], (first, second), strict=True):
+        with urllib.request.urlopen(attachment["S3Url"], timeout=10) as download:
+            assert download.read() == path.read_bytes()

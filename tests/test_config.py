@@ -1,0 +1,162 @@
+"""The configuration file: defaults, every rule, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import load_config, parse_config, split_host_port
+from gateway.errors import ConfigError
+
+from .conftest import ROOT
+
+MINIMAL: dict[str, Any] = {
+    "attachments": {"bucket": "my-bucket"},
+    "routes": [{"match": "support@example.com", "instance_id": "i-1"}],
+}
+
+
+def config(**sections: Any) -> dict[str, Any]:
+    document = {
+        key: (dict(value) if isinstance(value, dict) else list(value)) for key, value in MINIMAL.items()
+    }
+    document.update(sections)
+    return document
+
+
+def error_of(document: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document)
+    return str(caught.value)
+
+
+def test_example_file_loads_and_matches_the_documented_names() -> None:
+    settings = load_config(ROOT / "config.example.toml")
+    assert (settings.smtp.host, settings.smtp.port) == ("127.0.0.1", 2525)
+    assert settings.smtp.hostname == "mx.example.com"
+    assert settings.smtp.max_message_size == 41943040
+    assert settings.aws.region == "us-east-1"
+    assert settings.aws.connect_endpoint_url is None and settings.aws.s3_endpoint_url is None
+    assert settings.attachments.bucket == "example-connect-attachments"
+    assert settings.attachments.prefix == "inbound/"
+    assert settings.attachments.url_expiry_seconds == 21600
+    assert settings.routes[0].match == "support@example.com"
+
+
+def test_minimal_file_gets_defaults() -> None:
+    settings = parse_config(config())
+    assert settings.smtp.port == 2525
+    assert settings.smtp.max_message_size == 40 * 1024 * 1024
+    assert settings.attachments.url_expiry_seconds == 21600
+    assert settings.routes[0].destination is None
+
+
+def test_settings_are_frozen() -> None:
+    settings = parse_config(config())
+    with pytest.raises(AttributeError):
+        settings.smtp.port = 25  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (config(routes=[]), "routes: at least one"),
+        (
+            config(routes=[MINIMAL["routes"][0], {"match": "bad match", "instance_id": "i"}]),
+            "routes[1].match:",
+        ),
+        (
+            config(routes=[{"match": "*x@example.com", "instance_id": "i"}]),
+            "routes[0].match: must be an address",
+        ),
+        (config(routes=[{"match": "a@example.com"}]), "routes[0].instance_id: is required"),
+        (config(routes=[{"match": "a@example.com", "instance_id": "x" * 101}]), "routes[0].instance_id:"),
+        (
+            config(routes=[{"match": "a@example.com", "instance_id": "i", "destination": "nodot@localhost"}]),
+            "routes[0].destination: is not an email address Amazon Connect accepts",
+        ),
+        (
+            config(
+                routes=[
+                    {"match": "a@example.com", "instance_id": "i", "references": {"k": {"Type": "EMAIL"}}}
+                ]
+            ),
+            "routes[0].references:",
+        ),
+        (
+            config(routes=[{"match": "a@example.com", "instance_id": "i", "attributes": {"k": 1}}]),
+            "routes[0].attributes:",
+        ),
+        (
+            config(routes=[{"match": "a@example.com", "instance_id": "i", "unknown": 1}]),
+            "routes[0].unknown: unknown key",
+        ),
+        (
+            config(routes=[MINIMAL["routes"][0], {"match": "SUPPORT@example.com", "instance_id": "i"}]),
+            "routes[1].match: is the same as routes[0].match",
+        ),
+        (config(smtp={"listen": "nowhere"}), "smtp.listen: must be host:port"),
+        (config(smtp={"listen": "127.0.0.1:99999"}), "smtp.listen: the port"),
+        (config(smtp={"max_message_size": 0}), "smtp.max_message_size: must be greater than 0"),
+        (config(smtp={"max_message_size": True}), "smtp.max_message_size: must be an integer"),
+        (config(smtp={"lisen": "x"}), "smtp.lisen: unknown key"),
+        (config(aws={"connect_endpoint_url": "localhost:8025"}), "aws.connect_endpoint_url: must be an http"),
+        (config(attachments={"bucket": "Bad_Bucket"}), "attachments.bucket: is not a valid S3 bucket name"),
+        (config(attachments={}), "attachments.bucket: is required"),
+        (
+            config(attachments={"bucket": "b-1", "prefix": "/x"}),
+            "attachments.prefix: must not start with '/'",
+        ),
+        (
+            config(attachments={"bucket": "b-1", "prefix": "p" * 201}),
+            "attachments.prefix: must be at most 200",
+        ),
+        (config(attachments={"bucket": "b-1", "url_expiry_seconds": 0}), "attachments.url_expiry_seconds:"),
+        (config(attachments={"bucket": "b-1", "sse": "rot13"}), "attachments.sse:"),
+        (config(attachments={"bucket": "b-1", "kms_key_id": "k"}), "attachments.kms_key_id:"),
+        ({"routes": MINIMAL["routes"]}, "[attachments]: this section is required"),
+        (config(extra={}), "extra: unknown key"),
+    ],
+)
+def test_bad_values_name_their_key(document: dict[str, Any], expected: str) -> None:
+    assert expected in error_of(document)
+
+
+def test_route_values_reach_the_settings() -> None:
+    route = {
+        "match": "*@example.com",
+        "instance_id": "i-1",
+        "destination": "support@example.com",
+        "contact_flow_id": "flow-1",
+        "attributes": {"team": "billing"},
+        "segment_attributes": {"connect:Subtype": {"ValueString": "connect:Email"}},
+        "references": {"Portal": {"Type": "URL", "Value": "https://portal.example.com"}},
+        "name": "Inbound",
+        "description": "From the gateway",
+    }
+    settings = parse_config(config(routes=[route], aws={"s3_endpoint_url": ""}))
+    parsed = settings.routes[0]
+    assert parsed.contact_flow_id == "flow-1"
+    assert parsed.attributes == {"team": "billing"}
+    assert parsed.references["Portal"]["Type"] == "URL"
+    assert parsed.name == "Inbound" and parsed.description == "From the gateway"
+    assert settings.aws.s3_endpoint_url is None  # empty means unset
+
+
+def test_load_config_reports_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[smtp\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:25", ("127.0.0.1", 25)), ("[::1]:2525", ("::1", 2525)), ("0.0.0.0:0", ("0.0.0.0", 0))],
+)
+def test_split_host_port(text: str, expected: tuple[str, int]) -> None:
+    assert split_host_port(text) == expected

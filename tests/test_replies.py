@@ -1,0 +1,57 @@
+"""Every named reply: its code, its enhanced status code and its class agree (RFC 5321, RFC 3463)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.replies import Replies, Reply
+
+ALL = {name: value for name, value in vars(Replies).items() if isinstance(value, Reply)}
+
+EXPECTED = {
+    "SENDER_OK": (250, "2.1.0"),
+    "RECIPIENT_OK": (250, "2.1.5"),
+    "DELIVERED": (250, "2.0.0"),
+    "PARTLY_DELIVERED": (250, "2.0.0"),
+    "THROTTLED": (451, "4.4.5"),
+    "UNAVAILABLE": (451, "4.4.1"),
+    "MISCONFIGURED": (451, "4.3.5"),
+    "LOCAL_ERROR": (451, "4.3.0"),
+    "HELO_FIRST": (503, "5.5.1"),
+    "NESTED_MAIL": (503, "5.5.1"),
+    "MAIL_FIRST": (503, "5.5.1"),
+    "MAIL_SYNTAX": (501, "5.5.4"),
+    "RCPT_SYNTAX": (501, "5.5.4"),
+    "DATA_SYNTAX": (501, "5.5.4"),
+    "PARAMETER_UNKNOWN": (555, "5.5.4"),
+    "PARAMETER_INVALID": (501, "5.5.4"),
+    "BAD_SENDER": (553, "5.1.7"),
+    "BAD_RECIPIENT": (501, "5.1.3"),
+    "SMTPUTF8_NEEDED": (553, "5.6.7"),
+    "UNKNOWN_RECIPIENT": (550, "5.1.1"),
+    "RELAY_DENIED": (550, "5.7.1"),
+    "TOO_BIG": (552, "5.3.4"),
+    "LINE_TOO_LONG": (552, "5.3.4"),
+    "NO_VALID_RECIPIENTS": (554, "5.5.1"),
+    "REFUSED_BY_CONNECT": (554, "5.6.0"),
+}
+
+
+def test_every_reply_is_listed_here() -> None:
+    assert set(ALL) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reply_code(name: str) -> None:
+    reply = ALL[name]
+    assert (reply.code, reply.status) == EXPECTED[name]
+    # The class of the enhanced code matches the class of the reply code (RFC 3463 §3.1).
+    assert reply.status[0] == str(reply.code)[0]
+    assert (reply.text and reply.text[0].isupper()) or reply.text.startswith("{")
+
+
+def test_format_fills_placeholders_and_renders_the_line() -> None:
+    reply = Replies.RELAY_DENIED.format(address="<a@b.c>")
+    assert str(reply) == "550 5.7.1 Relaying denied: this gateway does not accept mail for <a@b.c>"
+    assert reply.permanent and not reply.transient
+    assert Replies.THROTTLED.transient
