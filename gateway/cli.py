@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # aiosmtpd logs every command, addresses included: personal data stays out of the log by default.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "serve":
             return _serve(load_config(args.config))
