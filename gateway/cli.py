@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"mail-gateway: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a port in use, a permission denied on port 25...
+        print(f"mail-gateway: {error.strerror or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -73,6 +73,7 @@ class RouteSettings:
     references: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
     description: str | None = None
+    related_contact_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,12 @@ def _connect_address(value: str | None) -> str | None:
     return None
 
 
+def _header_name(value: str | None) -> str | None:
+    if value is None or (value.isascii() and value.replace("-", "").isalnum()):
+        return None
+    return "must be a header name such as X-Connect-Related-Contact"
+
+
 def _member(name: str) -> Callable[[Any], str | None]:
     """A rule that checks a route value against the Connect model's member of the same meaning."""
 
@@ -316,6 +323,9 @@ def _routes(tables: list[_Table]) -> tuple[RouteSettings, ...]:
                 ),
                 name=table.check("name", table.text("name"), _member("Name")),
                 description=table.check("description", table.text("description"), _member("Description")),
+                related_contact_header=table.check(
+                    "related_contact_header", table.text("related_contact_header"), _header_name
+                ),
             )
         )
         table.done()

@@ -95,9 +95,20 @@ def build_request(
         "References": dict(route.references),
         "Name": route.name,
         "Description": route.description,
+        "RelatedContactId": _related_contact(mail, route.related_contact_header),
     }
     request.update({key: value for key, value in optional.items() if value})
     return request
+
+
+def _related_contact(mail: ParsedMail, header: str | None) -> str | None:
+    """The ContactId a trusted sender names in the route's header, if it is one Connect could accept."""
+    if header is None:
+        return None
+    value = (mail.header(header) or "").strip()
+    if not value or len(value) > 256 or _CONTROL.search(value) or " " in value:
+        return None
+    return value
 
 
 def _clean(text: str) -> str:

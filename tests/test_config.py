@@ -97,6 +97,10 @@ def test_settings_are_frozen() -> None:
             config(routes=[MINIMAL["routes"][0], {"match": "SUPPORT@example.com", "instance_id": "i"}]),
             "routes[1].match: is the same as routes[0].match",
         ),
+        (
+            config(routes=[{"match": "a@example.com", "instance_id": "i", "related_contact_header": "X: y"}]),
+            "routes[0].related_contact_header: must be a header name",
+        ),
         (config(smtp={"listen": "nowhere"}), "smtp.listen: must be host:port"),
         (config(smtp={"listen": "127.0.0.1:99999"}), "smtp.listen: the port"),
         (config(smtp={"max_message_size": 0}), "smtp.max_message_size: must be greater than 0"),

@@ -90,6 +90,15 @@ def test_route_settings_and_tag_reach_the_request() -> None:
     assert (request["Name"], request["Description"]) == ("Inbound", "From SMTP")
 
 
+def test_related_contact_comes_only_from_the_route_header() -> None:
+    mail = ParsedMail(text_body="x", headers=(("X-Related", " 1234-abcd "),))
+    trusting = RouteSettings(match="*", instance_id="i", related_contact_header="x-related")
+    assert build(mail, Target(trusting, "a@b.co"))["RelatedContactId"] == "1234-abcd"
+    assert "RelatedContactId" not in build(mail)
+    spoofed = ParsedMail(text_body="x", headers=(("X-Related", "a b\x00"),))
+    assert "RelatedContactId" not in build(spoofed, Target(trusting, "a@b.co"))
+
+
 def test_sender_falls_back_to_envelope_then_placeholder() -> None:
     bad_from = ParsedMail(sender=Mailbox("root@localhost", "Root"), text_body="x")
     assert build(bad_from, envelope_sender="bounce@client.test")["FromEmailAddress"] == {

@@ -70,12 +70,15 @@ class EmulatorServer:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS))
         self._runner = web.AppRunner(self.application(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError:
+            await self._runner.cleanup()
+            raise
         self.port = int(self._runner.addresses[0][1])
+        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS))
 
     @property
     def url(self) -> str:
