@@ -18,7 +18,7 @@ from gateway.config import AttachmentSettings
 from gateway.connect import ContactStarter
 from gateway.errors import DeliveryError, DuplicateRequestError
 from gateway.mime import ParsedMail, parse_mail
-from gateway.replies import Replies, Reply
+from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.request import StoredFile, attachment_names, build_request, mail_digest
 from gateway.routing import Target
 from gateway.smtp import ReceivedMail
@@ -119,7 +119,7 @@ def summary_reply(outcomes: Sequence[Outcome]) -> Reply:
     if not delivered:
         failed = [o.error for o in outcomes if o.error is not None]
         return failed[0].reply if failed else Replies.LOCAL_ERROR
-    contacts = ", ".join(o.contact_id or "(made by an earlier attempt)" for o in delivered)
+    contacts = ", ".join(o.contact_id or EARLIER_CONTACT for o in delivered)
     refused = len(outcomes) - len(delivered)
     if refused:
         return Replies.PARTLY_DELIVERED.format(contacts=contacts, refused=refused)

@@ -21,7 +21,7 @@ Third-party errors (botocore, aiohttp) become these in one place, :mod:`gateway.
 
 from __future__ import annotations
 
-from gateway.replies import Replies, Reply
+from gateway.replies import EARLIER_CONTACT, Replies, Reply
 
 __all__ = [
     "AttachmentsRefusedError",
@@ -100,3 +100,5 @@ class AttachmentsRefusedError(PermanentError):
 
 class DuplicateRequestError(DeliveryError):
     """Connect's 409 IdempotencyException: the contact for this mail and destination already exists."""
+
+    default_reply = Replies.DELIVERED.format(contacts=EARLIER_CONTACT)

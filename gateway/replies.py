@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Replies", "Reply"]
+__all__ = ["EARLIER_CONTACT", "Replies", "Reply"]
+
+EARLIER_CONTACT = "(made by an earlier attempt)"  # names a contact whose ContactId this attempt never saw
 
 
 @dataclass(frozen=True, slots=True)

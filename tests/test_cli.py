@@ -159,3 +159,41 @@ def test_swaks_through_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:
     for attachment, path in zip(request["Attachments"], (first, second), strict=True):
         with urllib.request.urlopen(attachment["S3Url"], timeout=10) as download:
             assert download.read() == path.read_bytes()
+
+
+def test_emulate_is_strict_when_told() -> None:
+    import botocore.session
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "emulate", "--port", "0", "--s3-port", "0", "--bucket", "my-bucket",
+         "--instance", "i-1", "--address", "*@example.com"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        s3_line, connect_line = process.stdout.readline(), process.stdout.readline()
+        assert "(bucket my-bucket)" in s3_line
+        url = re.search(r"http://\S+", connect_line)
+        assert url is not None, connect_line
+        connect = botocore.session.get_session().create_client(
+            "connect", region_name="us-east-1", endpoint_url=url.group(0),
+            aws_access_key_id="k", aws_secret_access_key="s",
+        )  # fmt: skip
+        raw = {"Subject": "s", "Body": "b", "ContentType": "text/plain"}
+        request = {
+            "InstanceId": "unknown",
+            "FromEmailAddress": {"EmailAddress": "a@client.test"},
+            "DestinationEmailAddress": "support@example.com",
+            "EmailMessage": {"MessageSourceType": "RAW", "RawMessage": raw},
+        }
+        with pytest.raises(connect.exceptions.ResourceNotFoundException):
+            connect.start_email_contact(**request)
+        with pytest.raises(connect.exceptions.InvalidRequestException):
+            connect.start_email_contact(
+                **{**request, "InstanceId": "i-1", "DestinationEmailAddress": "x@other.org"}
+            )
+        assert connect.start_email_contact(**{**request, "InstanceId": "i-1"})["ContactId"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
