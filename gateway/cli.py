@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser("sandbox", help="gateway + Connect emulator + S3, all on 127.0.0.1")
     sandbox.add_argument("--smtp-port", type=int, default=2525)
     sandbox.add_argument("--http-port", type=int, default=8025, help="the emulator's port")
+    sandbox.add_argument(
+        "--mode",
+        choices=("sync", "spool"),
+        default="sync",
+        help="sync: the SMTP reply names the contact (default); spool: queued as in production",
+    )
 
     emulate = commands.add_parser("emulate", help="the Connect email emulator (and an S3) alone")
     emulate.add_argument("--host", default="127.0.0.1")
@@ -49,6 +55,23 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="address of the instance, e.g. *@example.com (repeatable)",
+    )
+
+    for name, kind, help_text in (
+        ("--error-rate", float, "share of calls answered 500 (half of them after the contact was made)"),
+        ("--throttle-rps", float, "answer ThrottlingException beyond this many calls per second"),
+        ("--latency-ms", int, "delay every answer"),
+        ("--s3-error-rate", float, "share of embedded-S3 requests answered 503 SlowDown"),
+    ):
+        emulate.add_argument(name, type=kind, default=0, help=help_text)
+
+    queue = commands.add_parser("queue", help="look at and act on the spool (safe beside a running gateway)")
+    queue.add_argument("--config", required=True, type=Path, help="the gateway's configuration file")
+    queue.add_argument("--json", action="store_true", help="machine-readable output for list and show")
+    queue.add_argument("action", choices=("list", "show", "retry", "delete"))
+    queue.add_argument("id", nargs="?", help="queue id (show, retry, delete)")
+    queue.add_argument(
+        "--all-dead", action="store_true", help="with retry: every mail in the dead-letter area"
     )
 
     parse = commands.add_parser("parse", help="print the StartEmailContact request(s) a mail file would make")
@@ -71,11 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sandbox":
             from gateway.sandbox import run_sandbox
 
-            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say))
+            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say, mode=args.mode))
             return 0
         if args.command == "emulate":
             asyncio.run(_emulate(args))
             return 0
+        if args.command == "queue":
+            return _queue(args)
         return _parse(args)
     except ConfigError as error:
         print(f"mail-gateway: {error}", file=sys.stderr)
@@ -108,6 +133,7 @@ def _serve(settings: Settings) -> int:
 
 async def _emulate(args: argparse.Namespace) -> None:
     from gateway.emulator import EmulatedConnect, EmulatorServer
+    from gateway.emulator.faults import FaultInjector, Faults
     from gateway.sandbox import until_signalled
 
     s3 = None
@@ -117,7 +143,18 @@ async def _emulate(args: argparse.Namespace) -> None:
         s3 = EmbeddedS3(args.host, args.s3_port).start()
         s3.create_bucket(args.bucket)
         _say(f"S3         {s3.url}   (bucket {args.bucket})")
-    server = EmulatorServer(EmulatedConnect(args.instance, args.address))
+    try:
+        faults = Faults.from_json(
+            {
+                "error_rate": args.error_rate,
+                "throttle_rps": args.throttle_rps,
+                "latency_ms": args.latency_ms,
+                "s3_error_rate": args.s3_error_rate,
+            }
+        )
+    except ValueError as error:
+        raise ConfigError(f"emulate: {error}") from None
+    server = EmulatorServer(EmulatedConnect(args.instance, args.address), FaultInjector(faults), s3)
     await server.start(args.host, args.port)
     _say(f"Connect    http://{args.host}:{server.port}   (contacts at /_emulator/contacts)")
     try:
@@ -126,6 +163,22 @@ async def _emulate(args: argparse.Namespace) -> None:
         await server.stop()
         if s3 is not None:
             s3.stop()
+
+
+def _queue(args: argparse.Namespace) -> int:
+    from gateway.queue_admin import run_queue_command
+    from gateway.spool import Spool
+
+    settings = load_config(args.config)
+    try:
+        spool = Spool(settings.queue.path, create=False)
+    except FileNotFoundError:
+        print(f"mail-gateway: no spool at {settings.queue.path} (queue.path)", file=sys.stderr)
+        return 1
+    try:
+        return run_queue_command(spool, args.action, args.id, args.all_dead, _say, args.json)
+    finally:
+        spool.close()
 
 
 def _parse(args: argparse.Namespace) -> int:

@@ -13,15 +13,17 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway import contract
 from gateway.addresses import AddressError, parse_address
+from gateway.config_table import Table, split_host_port
 from gateway.errors import ConfigError
 
 __all__ = [
     "AttachmentSettings",
     "AwsSettings",
+    "QueueSettings",
     "RouteSettings",
     "Settings",
     "SmtpSettings",
@@ -29,8 +31,6 @@ __all__ = [
     "parse_config",
     "split_host_port",
 ]
-
-T = TypeVar("T")
 
 DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # what SES inbound accepts, headers included
 MAX_PREFIX_CHARS = 200  # keeps presigned URLs far inside Connect's 2,000 characters
@@ -77,11 +77,30 @@ class RouteSettings:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """Between SMTP and Connect. ``spool``: stored durably, 250, delivered by workers; ``sync``: the SMTP
+    reply waits for Connect (staging, where the reply should carry the ContactId)."""
+
+    mode: str = "spool"
+    path: Path = Path("/var/spool/mail-gateway")
+    rate_per_second: float = 2.0  # Connect's default StartEmailContact quota per account and region
+    burst: int = 5
+    workers: int = 4
+    max_age: float = 5 * 86400.0  # then a transiently failing mail is given up, as MTAs do after days
+    retry_initial: float = 30.0
+    retry_max: float = 3600.0
+    min_free_disk: int = 512 * 1024 * 1024
+    shutdown_grace: float = 30.0
+    smarthost: tuple[str, int] | None = None  # where delivery status notifications are sent
+
+
+@dataclass(frozen=True)
 class Settings:
     smtp: SmtpSettings
     aws: AwsSettings
     attachments: AttachmentSettings
     routes: tuple[RouteSettings, ...]
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
 
 def load_config(path: str | Path) -> Settings:
@@ -96,87 +115,17 @@ def load_config(path: str | Path) -> Settings:
 
 
 def parse_config(document: Mapping[str, Any]) -> Settings:
-    top = _Table(document, "")
+    top = Table(document, "")
     smtp = _smtp(top.table("smtp"))
     aws = _aws(top.table("aws"))
     attachments = _attachments(top.table("attachments", required=True))
     routes = _routes(top.array("routes"))
+    queue = _queue(top.table("queue"))
     top.done()
-    return Settings(smtp=smtp, aws=aws, attachments=attachments, routes=routes)
+    return Settings(smtp=smtp, aws=aws, attachments=attachments, routes=routes, queue=queue)
 
 
-class _Table:
-    """Reads the keys of one TOML table, naming the key in every error and refusing unknown keys."""
-
-    def __init__(self, values: Mapping[str, Any], path: str) -> None:
-        self.values = values
-        self.path = path
-        self.used: set[str] = set()
-
-    def name(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.name(key)}: {message}")
-
-    def get(self, key: str, kind: type[T], default: T) -> T:
-        self.used.add(key)
-        value = self.values.get(key, default)
-        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-            raise self.error(key, f"must be {_kind_name(kind)}, not {type(value).__name__}")
-        return value
-
-    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        """A string; an empty string counts as absent (``connect_endpoint_url = ""``)."""
-        if required and key not in self.values:
-            raise self.error(key, "is required")
-        value = self.get(key, str, default or "")
-        return value or None
-
-    def table(self, key: str, *, required: bool = False) -> _Table:
-        if required and key not in self.values:
-            raise ConfigError(f"[{self.name(key)}]: this section is required")
-        return _Table(self.get(key, dict, {}), self.name(key))
-
-    def array(self, key: str) -> list[_Table]:
-        items = self.get(key, list, [])
-        tables = []
-        for index, item in enumerate(items):
-            path = f"{self.name(key)}[{index}]"
-            if not isinstance(item, dict):
-                raise ConfigError(f"{path}: must be a table")
-            tables.append(_Table(item, path))
-        return tables
-
-    def check(self, key: str, value: T, rule: Callable[[T], str | None]) -> T:
-        problem = rule(value)
-        if problem:
-            raise self.error(key, problem)
-        return value
-
-    def done(self) -> None:
-        unknown = sorted(set(self.values) - self.used)
-        if unknown:
-            raise self.error(unknown[0], "unknown key (is it misspelled or in the wrong section?)")
-
-
-def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", dict: "a table", list: "an array"}.get(kind, kind.__name__)
-
-
-def split_host_port(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` into its parts; raises ValueError with a readable message."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError("must be host:port, e.g. 127.0.0.1:2525 or [::1]:2525")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"the port {port!r} is not a number from 0 to 65535")
-    return host, int(port)
-
-
-def _positive(value: int) -> str | None:
+def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
@@ -186,7 +135,7 @@ def _url(value: str | None) -> str | None:
     return "must be an http:// or https:// URL (or empty)"
 
 
-def _smtp(table: _Table) -> SmtpSettings:
+def _smtp(table: Table) -> SmtpSettings:
     defaults = SmtpSettings()
     listen = table.get("listen", str, f"{defaults.host}:{defaults.port}")
     try:
@@ -202,7 +151,7 @@ def _smtp(table: _Table) -> SmtpSettings:
     return SmtpSettings(host=host, port=port, hostname=hostname, max_message_size=size)
 
 
-def _aws(table: _Table) -> AwsSettings:
+def _aws(table: Table) -> AwsSettings:
     region = table.text("region", AwsSettings.region)
     connect = table.check("connect_endpoint_url", table.text("connect_endpoint_url"), _url)
     s3 = table.check("s3_endpoint_url", table.text("s3_endpoint_url"), _url)
@@ -228,7 +177,7 @@ def _prefix(value: str) -> str | None:
     return None
 
 
-def _attachments(table: _Table) -> AttachmentSettings:
+def _attachments(table: Table) -> AttachmentSettings:
     bucket = table.check("bucket", table.text("bucket"), _bucket_name)
     prefix = table.check("prefix", table.get("prefix", str, AttachmentSettings.prefix), _prefix)
     expiry = table.get("url_expiry_seconds", int, AttachmentSettings.url_expiry_seconds)
@@ -246,6 +195,40 @@ def _attachments(table: _Table) -> AttachmentSettings:
     table.done()
     assert bucket is not None
     return AttachmentSettings(bucket, prefix, expiry, sse, kms_key_id)
+
+
+def _queue(table: Table) -> QueueSettings:
+    defaults = QueueSettings()
+    mode = table.check(
+        "mode",
+        table.get("mode", str, defaults.mode),
+        lambda v: None if v in ("spool", "sync") else 'must be "spool" or "sync"',
+    )
+    path = Path(table.get("path", str, str(defaults.path)))
+    rate = table.check(
+        "rate_per_second", table.get("rate_per_second", float, defaults.rate_per_second), _positive
+    )
+    burst = table.check("burst", table.get("burst", int, defaults.burst), _positive)
+    workers = table.check("workers", table.get("workers", int, defaults.workers), _positive)
+    retry_initial = table.duration("retry_initial", defaults.retry_initial)
+    retry_max = table.duration("retry_max", defaults.retry_max)
+    if retry_max < retry_initial:
+        raise table.error("retry_max", "must not be shorter than retry_initial")
+    settings = QueueSettings(
+        mode=mode,
+        path=path,
+        rate_per_second=rate,
+        burst=burst,
+        workers=workers,
+        max_age=table.duration("max_age", defaults.max_age),
+        retry_initial=retry_initial,
+        retry_max=retry_max,
+        min_free_disk=table.size("min_free_disk", defaults.min_free_disk),
+        shutdown_grace=table.duration("shutdown_grace", defaults.shutdown_grace),
+        smarthost=table.host_port("smarthost", defaults.smarthost),
+    )
+    table.done()
+    return settings
 
 
 def _match(value: str) -> str | None:
@@ -288,7 +271,7 @@ def _member(name: str) -> Callable[[Any], str | None]:
     return rule
 
 
-def _routes(tables: list[_Table]) -> tuple[RouteSettings, ...]:
+def _routes(tables: list[Table]) -> tuple[RouteSettings, ...]:
     if not tables:
         raise ConfigError("routes: at least one [[routes]] entry is required (mail for no route is refused)")
     routes: list[RouteSettings] = []

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import contract
 from gateway.attachments import AttachmentStore, attachment_key
@@ -61,19 +62,20 @@ class Deliverer:
     async def deliver(
         self, raw: bytes, targets: Sequence[Target], envelope_sender: str = ""
     ) -> list[Outcome]:
+        """Everything at once, for the ``sync`` mode: upload, build and start each contact."""
         mail = parse_mail(raw)
         chosen = unique_targets(targets)
         try:
-            files = await self._upload(raw, mail)
+            files = await self.upload(raw, mail)
         except DeliveryError as error:
             return [Outcome(target, error=error) for target in chosen]
-        outcomes = []
-        for target in chosen:
-            request = build_request(mail, target, raw, files, envelope_sender)
-            outcomes.append(await self._start(target, request))
-        return outcomes
+        return [
+            await self.start(target, build_request(mail, target, raw, files, envelope_sender))
+            for target in chosen
+        ]
 
-    async def _start(self, target: Target, request: dict[str, object]) -> Outcome:
+    async def start(self, target: Target, request: dict[str, Any]) -> Outcome:
+        """One StartEmailContact call; never raises a DeliveryError, reports it."""
         try:
             contact_id = await self._contacts.start(request)
         except DuplicateRequestError:
@@ -82,7 +84,8 @@ class Deliverer:
             return Outcome(target, error=error)
         return Outcome(target, contact_id=contact_id)
 
-    async def _upload(self, raw: bytes, mail: ParsedMail) -> list[StoredFile]:
+    async def upload(self, raw: bytes, mail: ParsedMail) -> list[StoredFile]:
+        """Every attachment Connect can take, stored once per mail; raises DeliveryError."""
         attachments = mail.attachments[: contract.limits().attachments]
         if not attachments:
             return []
@@ -134,6 +137,9 @@ class DeliverNow:
 
     def __init__(self, deliverer: Deliverer) -> None:
         self._deliverer = deliverer
+
+    def room_for(self, size: int) -> Reply | None:
+        return None  # nothing is stored
 
     async def accept(self, mail: ReceivedMail) -> Reply:
         outcomes = await self._deliverer.deliver(mail.raw, mail.targets, mail.sender)

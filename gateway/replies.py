@@ -43,6 +43,7 @@ class Replies:
     SENDER_OK = Reply(250, "2.1.0", "Sender OK")
     RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
     DELIVERED = Reply(250, "2.0.0", "Delivered to Amazon Connect as contact {contacts}")
+    QUEUED = Reply(250, "2.0.0", "Queued as {queue_id}")
     PARTLY_DELIVERED = Reply(
         250, "2.0.0", "Delivered to Amazon Connect as contact {contacts}; refused for {refused} recipient(s)"
     )
@@ -52,6 +53,7 @@ class Replies:
     UNAVAILABLE = Reply(451, "4.4.1", "Amazon Connect could not be reached; please try again later")
     MISCONFIGURED = Reply(451, "4.3.5", "This gateway has a configuration problem; please try again later")
     LOCAL_ERROR = Reply(451, "4.3.0", "Temporary local problem; please try again later")
+    NO_ROOM = Reply(452, "4.3.1", "Insufficient system storage; please try again later")
 
     # 5xx: syntax and sequence
     HELO_FIRST = Reply(503, "5.5.1", "Send EHLO or HELO first")
@@ -77,3 +79,6 @@ class Replies:
 
     # 5xx: the contact service refused the message as built
     REFUSED_BY_CONNECT = Reply(554, "5.6.0", "Amazon Connect refused this message")
+    EXPIRED = Reply(
+        554, "5.4.7", "Delivery time expired: Amazon Connect could not take the message for {age}"
+    )

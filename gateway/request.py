@@ -28,6 +28,7 @@ __all__ = [
     "build_request",
     "client_token",
     "mail_digest",
+    "thread_ids",
 ]
 
 FALLBACK_SENDER = "unknown-sender@mail-gateway.invalid"
@@ -62,7 +63,9 @@ def build_request(
     raw: bytes,
     files: Sequence[StoredFile] = (),
     envelope_sender: str = "",
+    related_contact_id: str | None = None,
 ) -> dict[str, Any]:
+    """The request for one target. ``related_contact_id`` is the thread's contact, when one is known."""
     limits = contract.limits()
     route = target.route
     body, content_type = _body(mail)
@@ -95,10 +98,16 @@ def build_request(
         "References": dict(route.references),
         "Name": route.name,
         "Description": route.description,
-        "RelatedContactId": _related_contact(mail, route.related_contact_header),
+        "RelatedContactId": _related_contact(mail, route.related_contact_header) or related_contact_id,
     }
     request.update({key: value for key, value in optional.items() if value})
     return request
+
+
+def thread_ids(mail: ParsedMail) -> list[str]:
+    """The messages this one answers, newest first: In-Reply-To, then References from the end."""
+    ids = (mail.in_reply_to or "").split() + list(reversed(mail.references))
+    return list(dict.fromkeys(ids))
 
 
 def _related_contact(mail: ParsedMail, header: str | None) -> str | None:

@@ -5,6 +5,7 @@ moto is an optional dependency (the ``sandbox`` extra): production never imports
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -13,6 +14,10 @@ import botocore.session
 __all__ = ["SANDBOX_KEY", "EmbeddedS3"]
 
 SANDBOX_KEY = "sandbox"  # moto accepts any credentials; these are never real
+_SLOW_DOWN = (
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+    b"<Message>Please reduce your request rate (injected by the emulator).</Message></Error>"
+)
 
 
 class EmbeddedS3:
@@ -34,9 +39,21 @@ class EmbeddedS3:
                 """No line per request on the terminal."""
 
         app = DomainDispatcherApplication(create_backend_app)
-        self._server: Any = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+        self.error_rate = 0.0  # share of requests answered 503 SlowDown, for fault injection
+        self._server: Any = make_server(
+            host, port, self._faulty(app), threaded=True, request_handler=QuietHandler
+        )
         self.region = region
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-s3", daemon=True)
+
+    def _faulty(self, app: Any) -> Any:
+        def serve(environ: dict[str, Any], start_response: Any) -> Any:
+            if self.error_rate and random.random() < self.error_rate:  # noqa: S311 - not secrecy
+                start_response("503 Slow Down", [("Content-Type", "application/xml")])
+                return [_SLOW_DOWN]
+            return app(environ, start_response)
+
+        return serve
 
     @property
     def url(self) -> str:

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.aws import StaticCredentials
-from gateway.config import AttachmentSettings, AwsSettings, RouteSettings, Settings, SmtpSettings
+from gateway.config import (
+    AttachmentSettings,
+    AwsSettings,
+    QueueSettings,
+    RouteSettings,
+    Settings,
+    SmtpSettings,
+)
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.emulator.connect import Contact
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
@@ -28,12 +37,13 @@ def sandbox_route() -> RouteSettings:
     return RouteSettings(match="*", instance_id=SANDBOX_INSTANCE)
 
 
-def sandbox_settings(smtp_port: int, connect_url: str, s3_url: str) -> Settings:
+def sandbox_settings(smtp_port: int, connect_url: str, s3_url: str, queue: QueueSettings) -> Settings:
     return Settings(
         smtp=SmtpSettings(host="127.0.0.1", port=smtp_port, hostname="sandbox.localhost"),
         aws=AwsSettings(region="us-east-1", connect_endpoint_url=connect_url, s3_endpoint_url=s3_url),
         attachments=AttachmentSettings(bucket=SANDBOX_BUCKET),
         routes=(sandbox_route(),),
+        queue=queue,
     )
 
 
@@ -48,15 +58,23 @@ def contact_line(contact: Contact) -> str:
 
 
 async def run_sandbox(
-    smtp_port: int = 2525, http_port: int = 8025, out: Callable[[str], None] = print
+    smtp_port: int = 2525, http_port: int = 8025, out: Callable[[str], None] = print, mode: str = "sync"
 ) -> None:
+    """``sync`` (default): the SMTP reply names the ContactId. ``spool``: as in production, in a temporary
+    spool that is removed at the end."""
     s3 = EmbeddedS3().start()
+    spool = tempfile.TemporaryDirectory(prefix="mail-gateway-sandbox-")
     try:
         s3.create_bucket(SANDBOX_BUCKET)
-        emulator = EmulatorServer(EmulatedConnect(on_contact=lambda contact: out(contact_line(contact))))
+        emulator = EmulatorServer(
+            EmulatedConnect(on_contact=lambda contact: out(contact_line(contact))), s3=s3
+        )
         await emulator.start("127.0.0.1", http_port)
         try:
-            settings = sandbox_settings(smtp_port, emulator.url, s3.url)
+            queue = QueueSettings(
+                mode=mode, path=Path(spool.name), rate_per_second=20, burst=20, min_free_disk=0
+            )
+            settings = sandbox_settings(smtp_port, emulator.url, s3.url, queue)
             async with Gateway(settings, SANDBOX_CREDENTIALS) as gateway:
                 out(f"SMTP       127.0.0.1:{gateway.smtp_port}   (send mail here; any recipient)")
                 out(f"Connect    {emulator.url}   (emulator; contacts at {emulator.url}/_emulator/contacts)")
@@ -67,6 +85,7 @@ async def run_sandbox(
             await emulator.stop()
     finally:
         s3.stop()
+        spool.cleanup()
 
 
 async def until_signalled() -> None:

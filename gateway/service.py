@@ -1,7 +1,12 @@
-"""The running gateway, assembled: AWS clients, delivery, routing and the SMTP front door."""
+"""The running gateway, assembled: AWS clients, the queue and its workers, routing and the SMTP front door.
+
+Shutdown runs in reverse: the listener closes first (no new mail), the workers get their grace period to
+finish deliveries under way, then the spool and the AWS clients close.
+"""
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -10,10 +15,15 @@ from gateway.aws import AwsClients, StaticCredentials
 from gateway.config import Settings
 from gateway.connect import ConnectContacts
 from gateway.delivery import Deliverer, DeliverNow
+from gateway.governor import Governor
+from gateway.queue import LocalQueue, SpoolIntake
 from gateway.routing import Router
-from gateway.smtp import SmtpServer
+from gateway.smtp import MailSink, SmtpServer
+from gateway.workers import DeliveryWorkers
 
 __all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
 
 
 class Gateway:
@@ -24,23 +34,46 @@ class Gateway:
         self._credentials = credentials
         self._stack = AsyncExitStack()
         self.smtp: SmtpServer | None = None
+        self.queue: LocalQueue | None = None
 
     async def __aenter__(self) -> Gateway:
-        settings = self.settings
         try:
-            aws = await self._stack.enter_async_context(AwsClients(settings.aws, self._credentials))
-            deliverer = Deliverer(
-                S3AttachmentStore(aws.s3, settings.attachments),
-                ConnectContacts(aws.connect),
-                settings.attachments,
-            )
-            self.smtp = SmtpServer(settings.smtp, Router(settings.routes), DeliverNow(deliverer))
-            await self.smtp.start()
-            self._stack.push_async_callback(self.smtp.stop)
+            await self._start()
         except BaseException:
             await self._stack.aclose()
             raise
         return self
+
+    async def _start(self) -> None:
+        settings = self.settings
+        aws = await self._stack.enter_async_context(AwsClients(settings.aws, self._credentials))
+        store = S3AttachmentStore(aws.s3, settings.attachments)
+        deliverer = Deliverer(store, ConnectContacts(aws.connect), settings.attachments)
+        sink: MailSink
+        workers: DeliveryWorkers | None = None
+        if settings.queue.mode == "spool":
+            self.queue = LocalQueue(settings.queue.path)
+            recovered = await self.queue.open()
+            self._stack.push_async_callback(self.queue.close)
+            if recovered:
+                log.info("resuming %d mail(s) that were being delivered when the gateway stopped", recovered)
+            workers = DeliveryWorkers(
+                self.queue,
+                deliverer,
+                Governor(settings.queue.rate_per_second, settings.queue.burst),
+                settings.queue,
+                hostname=settings.smtp.hostname,
+                url_expiry_seconds=settings.attachments.url_expiry_seconds,
+            )
+            self._stack.push_async_callback(workers.stop)
+            sink = SpoolIntake(self.queue, settings.queue.min_free_disk, workers.wake)
+        else:
+            sink = DeliverNow(deliverer)
+        self.smtp = SmtpServer(settings.smtp, Router(settings.routes), sink)
+        await self.smtp.start()
+        self._stack.push_async_callback(self.smtp.stop)
+        if workers is not None:
+            workers.start()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

@@ -44,6 +44,10 @@ class ReceivedMail:
 
 
 class MailSink(Protocol):
+    def room_for(self, size: int) -> Reply | None:
+        """A refusal when a mail of ``size`` bytes could not be kept now (asked at MAIL FROM)."""
+        ...
+
     async def accept(self, mail: ReceivedMail) -> Reply:
         """Take responsibility for the mail (or not) and return the reply to DATA."""
         ...
@@ -125,7 +129,7 @@ class GatewaySMTP(SMTP):
         if parsed is None:
             return Replies.MAIL_SYNTAX
         path, parameters = parsed
-        refusal = self._mail_parameters(parameters)
+        refusal = self._mail_parameters(parameters) or self._sink.room_for(int(parameters.get("SIZE") or 0))
         if refusal:
             return refusal
         if path.mailbox:

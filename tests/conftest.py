@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from gateway.aws import StaticCredentials
-from gateway.config import AttachmentSettings, AwsSettings, RouteSettings, Settings, SmtpSettings
+from gateway.config import (
+    AttachmentSettings,
+    AwsSettings,
+    QueueSettings,
+    RouteSettings,
+    Settings,
+    SmtpSettings,
+)
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service import Gateway
@@ -63,8 +70,10 @@ def make_settings(
     s3: EmbeddedS3,
     bucket: str,
     routes: Sequence[RouteSettings] = (),
+    queue: QueueSettings | None = None,
     **smtp: Any,
 ) -> Settings:
+    """Settings for a gateway against the test servers; ``sync`` mode unless a queue is given."""
     return Settings(
         smtp=SmtpSettings(host="127.0.0.1", port=0, hostname="mx.gateway.test", **smtp),
         aws=AwsSettings(region="us-east-1", connect_endpoint_url=emulator.url, s3_endpoint_url=s3.url),
@@ -76,6 +85,7 @@ def make_settings(
                 match="*@help.example.com", instance_id="instance-2", destination="help@example.com"
             ),
         ),
+        queue=queue or QueueSettings(mode="sync"),
     )
 
 

@@ -24,12 +24,15 @@ class RecordingSink:
         self.reply = reply or Replies.DELIVERED.format(contacts="c-1")
         self.mails: list[ReceivedMail] = []
 
+    def room_for(self, size: int) -> Reply | None:
+        return None
+
     async def accept(self, mail: ReceivedMail) -> Reply:
         self.mails.append(mail)
         return self.reply
 
 
-class ExplodingSink:
+class ExplodingSink(RecordingSink):
     async def accept(self, mail: ReceivedMail) -> Reply:
         raise RuntimeError("secret internal detail: /etc/shadow")
 

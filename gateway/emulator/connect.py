@@ -103,7 +103,7 @@ class EmulatedConnect:
         self.calls.clear()
         self._tokens.clear()
 
-    def record(self, operation: str, request: Any, answer: Answer) -> None:
+    def record(self, operation: str, request: Any, answer: Answer, **notes: Any) -> None:
         self.calls.append(
             {
                 "Operation": operation,
@@ -112,13 +112,20 @@ class EmulatedConnect:
                 "Status": answer.status,
                 "Error": answer.error,
                 "Response": answer.body,
+                **notes,
             }
         )
 
-    def start_email_contact(self, request: Any) -> tuple[Answer, Contact | None]:
-        """The answer to one call, and the contact it created (None when it created none)."""
+    def start_email_contact(self, request: Any, lost: Answer | None = None) -> tuple[Answer, Contact | None]:
+        """The answer to one call, and the contact it created (None when it created none).
+
+        With ``lost``, the call is processed but ``lost`` is answered instead (an injected fault)."""
         answer, contact = self._decide(request)
-        self.record(contract.OPERATION, request, answer)
+        if lost is not None:
+            self.record(contract.OPERATION, request, lost, Processed=answer.body)
+            answer = lost
+        else:
+            self.record(contract.OPERATION, request, answer)
         if contact is not None and self._on_contact is not None:
             self._on_contact(contact)
         return answer, contact

@@ -1,8 +1,10 @@
-"""Faults the emulator injects on purpose, so that retries and back-off can be seen working.
+"""Faults the emulator injects on purpose, so that retries, back-off and idempotency can be seen working.
 
-``error_rate`` answers that share of calls with a 500 InternalServiceException; ``throttle_rps`` answers
-ThrottlingException (429) to calls beyond that many per second; ``latency_ms`` delays every answer. Set at
-start (``mail-gateway emulate --error-rate 0.3``) or live (``PUT /_emulator/faults``).
+``error_rate`` answers that share of calls with a 500 InternalServiceException; half of those happen after
+the contact was created (the answer is lost on the way, the nastiest case for a client, which only its
+ClientToken saves from a duplicate). ``throttle_rps`` answers ThrottlingException (429) to calls beyond that
+many accepted per second; ``latency_ms`` delays every answer; ``s3_error_rate`` makes the embedded S3 answer
+503 SlowDown. Set at start (``mail-gateway emulate --error-rate 0.3``) or live (``PUT /_emulator/faults``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from typing import Any
 
 from gateway.emulator.connect import Answer
 
-__all__ = ["FaultInjector", "Faults"]
+__all__ = ["Fault", "FaultInjector", "Faults"]
+
+LOST_ANSWER_SHARE = 0.5
+
+_BOUNDS = {
+    "error_rate": (float, 0.0, 1.0),
+    "throttle_rps": (float, 0.0, 1e9),
+    "latency_ms": (int, 0, 600_000),
+    "s3_error_rate": (float, 0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -24,29 +35,30 @@ class Faults:
     error_rate: float = 0.0
     throttle_rps: float = 0.0  # 0: no throttling
     latency_ms: int = 0
+    s3_error_rate: float = 0.0
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any], base: Faults | None = None) -> Faults:
         """The faults a JSON body asks for (absent keys keep ``base``); ValueError names a bad key."""
+        unknown = set(document) - set(_BOUNDS)
+        if unknown:
+            raise ValueError(f"unknown key {sorted(unknown)[0]!r}; known: {', '.join(_BOUNDS)}")
         changes: dict[str, Any] = {}
-        for key, kind, low, high in (
-            ("error_rate", float, 0.0, 1.0),
-            ("throttle_rps", float, 0.0, 1e9),
-            ("latency_ms", int, 0, 600_000),
-        ):
-            if key not in document:
-                continue
-            value = document[key]
+        for key, value in document.items():
+            kind, low, high = _BOUNDS[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"{key} must be a number from {low:g} to {high:g}")
             changes[key] = kind(value)
-        unknown = set(document) - {"error_rate", "throttle_rps", "latency_ms"}
-        if unknown:
-            raise ValueError(f"unknown key {sorted(unknown)[0]!r}")
         return replace(base or cls(), **changes)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Fault:
+    answer: Answer
+    after_processing: bool = False  # the service did the work, then the answer was lost
 
 
 class FaultInjector:
@@ -60,19 +72,22 @@ class FaultInjector:
         self.faults = faults or Faults()
         self._random = random_source
         self._clock = clock
-        self._recent: deque[float] = deque()
+        self._accepted: deque[float] = deque()
 
-    def refusal(self) -> Answer | None:
-        """The fault for this call, or None to let it through. Every call counts toward the rate."""
+    def fault(self) -> Fault | None:
+        """The fault for this call, or None to let it through."""
         now = self._clock()
-        while self._recent and now - self._recent[0] >= 1.0:
-            self._recent.popleft()
-        self._recent.append(now)
+        while self._accepted and now - self._accepted[0] >= 1.0:
+            self._accepted.popleft()
         faults = self.faults
-        if faults.throttle_rps and len(self._recent) > faults.throttle_rps:
-            return Answer.failure(429, "ThrottlingException", "Rate exceeded (injected by the emulator)")
+        if faults.throttle_rps and len(self._accepted) >= faults.throttle_rps:
+            return Fault(
+                Answer.failure(429, "ThrottlingException", "Rate exceeded (injected by the emulator)")
+            )
+        self._accepted.append(now)
         if faults.error_rate and self._random() < faults.error_rate:
-            return Answer.failure(
+            answer = Answer.failure(
                 500, "InternalServiceException", "Internal failure (injected by the emulator)"
             )
+            return Fault(answer, after_processing=self._random() < LOST_ANSWER_SHARE)
         return None

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -22,12 +22,18 @@ from gateway import contract
 from gateway.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
 from gateway.emulator.faults import FaultInjector, Faults
 
-__all__ = ["EmulatorServer"]
+__all__ = ["EmulatorServer", "FaultyS3"]
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 30
+
+
+class FaultyS3(Protocol):
+    """The embedded S3, whose faults the emulator's fault settings also steer."""
+
+    error_rate: float
 
 
 def _json_response(answer: Answer) -> web.Response:
@@ -50,9 +56,13 @@ def _signature_problem(request: web.Request) -> Answer | None:
 
 
 class EmulatorServer:
-    def __init__(self, connect: EmulatedConnect, faults: FaultInjector | None = None) -> None:
+    def __init__(
+        self, connect: EmulatedConnect, faults: FaultInjector | None = None, s3: FaultyS3 | None = None
+    ) -> None:
         self.connect = connect
         self.faults = faults or FaultInjector()
+        self.s3 = s3
+        self._apply_s3_faults()
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
         self._fetches: set[asyncio.Task[None]] = set()
@@ -104,11 +114,13 @@ class EmulatorServer:
                 body = json.loads(await request.read())
             except ValueError:
                 problem = Answer.failure(400, "SerializationException", "The request body is not valid JSON")
-        problem = problem or self.faults.refusal()
+        fault = None if problem else self.faults.fault()
+        if fault is not None and not fault.after_processing:
+            problem = fault.answer
         if problem is not None:
             self.connect.record(contract.OPERATION, body, problem)
             return _json_response(problem)
-        answer, contact = self.connect.start_email_contact(body)
+        answer, contact = self.connect.start_email_contact(body, lost=fault.answer if fault else None)
         if contact is not None and contact.attachments:
             task = asyncio.get_running_loop().create_task(self._fetch_attachments(contact))
             self._fetches.add(task)
@@ -157,7 +169,12 @@ class EmulatorServer:
             self.faults.faults = Faults.from_json(document, self.faults.faults)
         except ValueError as error:
             return web.json_response({"error": str(error)}, status=400)
+        self._apply_s3_faults()
         return web.json_response(self.faults.faults.to_json())
+
+    def _apply_s3_faults(self) -> None:
+        if self.s3 is not None:
+            self.s3.error_rate = self.faults.faults.s3_error_rate
 
     async def _unknown(self, request: web.Request) -> web.Response:
         answer = Answer.failure(

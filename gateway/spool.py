@@ -1,0 +1,414 @@
+"""The spool: every mail the gateway has answered 250 for, kept durably until Connect has it.
+
+One SQLite database under ``[queue] path`` in WAL mode with ``synchronous=FULL``: a mail and its targets
+are written in one transaction that is on disk before the 250 goes out. A mail moves through states::
+
+    queued ──claim──▶ active ──▶ done      (raw bytes dropped: personal data is not kept longer than needed)
+      ▲                 │  └───▶ deferred ──(due)──▶ claimed again
+      └──retry──── dead ◀┘      (permanent refusal, or max_age reached)
+
+Each target (one contact) keeps the request built for it, so a retry resends exactly the same request and
+Connect's idempotency answers with the same ContactId. Safe to use beside a running gateway: the operator
+commands use their own connection and SQLite's locking; a mail being delivered cannot be deleted.
+The ``thread`` table remembers which Message-ID became which contact, for ``RelatedContactId``.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import json
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import RouteSettings
+from gateway.routing import Target
+from gateway.smtp import ReceivedMail
+
+__all__ = ["THREAD_DAYS", "QueuedMail", "QueuedTarget", "Spool", "SpoolBusyError"]
+
+DATABASE = "spool.sqlite3"
+THREAD_DAYS = 90  # Connect links replies within 90 days
+THREAD_MAX_ROWS = 1_000_000
+DONE_RETENTION_SECONDS = 86400
+STATES = ("queued", "active", "deferred", "dead", "done")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mail (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    sender TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    message_id TEXT,
+    size INTEGER NOT NULL,
+    raw BLOB,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    notice TEXT
+);
+CREATE INDEX IF NOT EXISTS mail_due ON mail (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS target (
+    mail_id TEXT NOT NULL REFERENCES mail (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    route TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    tag TEXT,
+    recipients TEXT NOT NULL,
+    request TEXT,
+    built_at REAL,
+    contact_id TEXT,
+    state TEXT NOT NULL,
+    error TEXT,
+    reply TEXT,
+    PRIMARY KEY (mail_id, position)
+);
+CREATE TABLE IF NOT EXISTS thread (
+    instance_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (instance_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS thread_age ON thread (created_at);
+"""
+
+
+_MAIL_COLUMNS = (
+    "id, received_at, sender, recipients, message_id, size, state, attempts, next_attempt_at, last_error,"
+    " notice"
+)
+
+
+class SpoolBusyError(Exception):
+    """An operator command on a mail that a worker is delivering right now."""
+
+
+@dataclass(frozen=True)
+class QueuedTarget:
+    position: int
+    target: Target
+    recipients: tuple[str, ...]
+    state: str  # pending, delivered, failed
+    request: dict[str, Any] | None = None
+    built_at: float | None = None
+    contact_id: str | None = None
+    error: str | None = None
+    reply: str | None = None
+
+
+@dataclass(frozen=True)
+class QueuedMail:
+    id: str
+    received_at: float
+    sender: str
+    recipients: tuple[str, ...]
+    message_id: str | None
+    size: int
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    notice: str | None
+    targets: tuple[QueuedTarget, ...]
+    raw: bytes | None = None
+
+    @property
+    def pending(self) -> list[QueuedTarget]:
+        return [t for t in self.targets if t.state == "pending"]
+
+
+def new_id(now: float) -> str:
+    """Sortable by arrival, unique, short: milliseconds in hex plus 24 random bits."""
+    return f"{int(now * 1000):012x}{secrets.token_hex(3)}"
+
+
+def _message_id(raw: bytes) -> str | None:
+    headers = email.parser.BytesHeaderParser().parsebytes(raw[:65536])
+    value = headers.get("message-id")
+    return str(value).strip()[:998] if value else None
+
+
+def _route_json(route: RouteSettings) -> str:
+    return json.dumps(asdict(route), sort_keys=True)
+
+
+def _route(text: str) -> RouteSettings:
+    return RouteSettings(**json.loads(text))
+
+
+class Spool:
+    """Synchronous, one connection; the gateway runs it in a single worker thread (see :mod:`.queue`)."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not (path / DATABASE).exists():
+            raise FileNotFoundError(f"no spool at {path}")
+        self._db = sqlite3.connect(path / DATABASE, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.path).free
+
+    # -- the gateway's side -------------------------------------------------------------------------
+
+    def put(self, mail: ReceivedMail, now: float | None = None) -> str:
+        """Store a mail and its targets; durable when this returns."""
+        now = time.time() if now is None else now
+        queue_id = new_id(now)
+        groups: dict[tuple[str, str], tuple[Target, list[str]]] = {}
+        for recipient, target in zip(mail.recipients, mail.targets, strict=True):
+            groups.setdefault(target.key, (target, []))[1].append(recipient)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                (
+                    queue_id, now, mail.sender, json.dumps(mail.recipients), _message_id(mail.raw),
+                    len(mail.raw), mail.raw, now,
+                ),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO target (mail_id, position, route, destination, tag, recipients, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                [
+                    (queue_id, position, _route_json(t.route), t.destination, t.tag, json.dumps(rcpts))
+                    for position, (t, rcpts) in enumerate(groups.values())
+                ],
+            )
+        return queue_id
+
+    def recover(self) -> int:
+        """At start: mail left active by a crash is queued again (its stored requests are kept)."""
+        with self._transaction() as db:
+            return db.execute("UPDATE mail SET state = 'queued' WHERE state = 'active'").rowcount
+
+    def claim(self, now: float | None = None) -> QueuedMail | None:
+        """The next due mail, marked active, with its raw bytes; None when nothing is due."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id FROM mail WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE mail SET state = 'active' WHERE id = ?", (row["id"],))
+        return self.get(row["id"], with_raw=True)
+
+    def next_due(self) -> float | None:
+        row = self._db.execute(
+            "SELECT MIN(next_attempt_at) AS due FROM mail WHERE state IN ('queued', 'deferred')"
+        ).fetchone()
+        return None if row["due"] is None else float(row["due"])
+
+    def save_request(self, mail_id: str, position: int, request: dict[str, Any], built_at: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE target SET request = ?, built_at = ? WHERE mail_id = ? AND position = ?",
+                (json.dumps(request), built_at, mail_id, position),
+            )
+
+    def delivered(
+        self, mail_id: str, position: int, contact_id: str | None, thread_ids: Sequence[str] = ()
+    ) -> None:
+        """A target became a contact; its Message-ID is remembered for the replies to come."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE target SET state = 'delivered', contact_id = ?, error = NULL"
+                " WHERE mail_id = ? AND position = ?",
+                (contact_id, mail_id, position),
+            )
+            if contact_id is not None:
+                route = db.execute(
+                    "SELECT route FROM target WHERE mail_id = ? AND position = ?", (mail_id, position)
+                ).fetchone()
+                instance = _route(route["route"]).instance_id
+                db.executemany(
+                    "INSERT OR REPLACE INTO thread (instance_id, message_id, contact_id, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(instance, message_id, contact_id, time.time()) for message_id in thread_ids],
+                )
+
+    def failed(self, mail_id: str, position: int, error: str, reply: str) -> None:
+        """A target refused for good: ``error`` for the operator, ``reply`` for the sender's notification."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE target SET state = 'failed', error = ?, reply = ? WHERE mail_id = ? AND position = ?",
+                (error, reply, mail_id, position),
+            )
+
+    def defer(self, mail_id: str, until: float, error: str, *, attempt: bool = True) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE mail SET state = 'deferred', next_attempt_at = ?, last_error = ?,"
+                " attempts = attempts + ? WHERE id = ?",
+                (until, error, 1 if attempt else 0, mail_id),
+            )
+
+    def release(self, mail_id: str) -> None:
+        """Put an active mail back as it was (shutdown before its delivery finished)."""
+        with self._transaction() as db:
+            db.execute("UPDATE mail SET state = 'queued' WHERE id = ? AND state = 'active'", (mail_id,))
+
+    def bury(self, mail_id: str, reason: str) -> None:
+        """Into the dead-letter area, with the reason; ``queue retry`` brings it back."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE mail SET state = 'dead', last_error = ?, attempts = attempts + 1 WHERE id = ?",
+                (reason, mail_id),
+            )
+
+    def finish(self, mail_id: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE mail SET state = 'done', raw = NULL, last_error = NULL WHERE id = ?", (mail_id,)
+            )
+
+    def set_notice(self, mail_id: str, notice: str) -> None:
+        """What became of the delivery status notification: sent, failed (retried later) or unsent."""
+        with self._transaction() as db:
+            db.execute("UPDATE mail SET notice = ? WHERE id = ?", (notice, mail_id))
+
+    def awaiting_notice(self) -> list[str]:
+        rows = self._db.execute("SELECT id FROM mail WHERE state = 'dead' AND notice = 'failed'").fetchall()
+        return [row["id"] for row in rows]
+
+    def related_contact(self, instance_id: str, message_ids: Iterable[str]) -> str | None:
+        """The contact of the first known message among ``message_ids`` (newest first), within 90 days."""
+        oldest = time.time() - THREAD_DAYS * 86400
+        for message_id in message_ids:
+            row = self._db.execute(
+                "SELECT contact_id FROM thread WHERE instance_id = ? AND message_id = ? AND created_at >= ?",
+                (instance_id, message_id, oldest),
+            ).fetchone()
+            if row is not None:
+                return str(row["contact_id"])
+        return None
+
+    def purge(self, now: float | None = None) -> None:
+        """Forget finished mail after a day, and threads after 90 days or beyond the row bound."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM mail WHERE state = 'done' AND received_at < ?", (now - DONE_RETENTION_SECONDS,)
+            )
+            db.execute("DELETE FROM thread WHERE created_at < ?", (now - THREAD_DAYS * 86400,))
+            db.execute(
+                "DELETE FROM thread WHERE rowid IN"
+                " (SELECT rowid FROM thread ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+                (THREAD_MAX_ROWS,),
+            )
+
+    # -- reading, and the operator's side -----------------------------------------------------------
+
+    def get(self, mail_id: str, *, with_raw: bool = False) -> QueuedMail | None:
+        columns = _MAIL_COLUMNS + (", raw" if with_raw else "")
+        row = self._db.execute(f"SELECT {columns} FROM mail WHERE id = ?", (mail_id,)).fetchone()  # noqa: S608
+        if row is None:
+            return None
+        targets = self._db.execute(
+            "SELECT * FROM target WHERE mail_id = ? ORDER BY position", (mail_id,)
+        ).fetchall()
+        return QueuedMail(
+            id=row["id"],
+            received_at=row["received_at"],
+            sender=row["sender"],
+            recipients=tuple(json.loads(row["recipients"])),
+            message_id=row["message_id"],
+            size=row["size"],
+            state=row["state"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            last_error=row["last_error"],
+            notice=row["notice"],
+            targets=tuple(
+                QueuedTarget(
+                    position=t["position"],
+                    target=Target(_route(t["route"]), t["destination"], t["tag"]),
+                    recipients=tuple(json.loads(t["recipients"])),
+                    state=t["state"],
+                    request=json.loads(t["request"]) if t["request"] else None,
+                    built_at=t["built_at"],
+                    contact_id=t["contact_id"],
+                    error=t["error"],
+                    reply=t["reply"],
+                )
+                for t in targets
+            ),
+            raw=row["raw"] if with_raw else None,
+        )
+
+    def counts(self) -> dict[str, int]:
+        found = dict(self._db.execute("SELECT state, COUNT(*) FROM mail GROUP BY state").fetchall())
+        return {state: int(found.get(state, 0)) for state in STATES}
+
+    def mails(self, state: str | None = None, limit: int = 1000) -> list[QueuedMail]:
+        if state is None:
+            rows = self._db.execute("SELECT id FROM mail ORDER BY received_at LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT id FROM mail WHERE state = ? ORDER BY received_at LIMIT ?", (state, limit)
+            ).fetchall()
+        return [mail for row in rows if (mail := self.get(row["id"])) is not None]
+
+    def retry(self, mail_id: str, now: float | None = None) -> bool:
+        """Deliver a dead or deferred mail now; its refused targets are rebuilt and tried again."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM mail WHERE id = ?", (mail_id,)).fetchone()
+            if row is None or row["state"] not in ("dead", "deferred"):
+                return False
+            db.execute(
+                "UPDATE target SET state = 'pending', request = NULL, built_at = NULL, error = NULL,"
+                " reply = NULL"
+                " WHERE mail_id = ? AND state = 'failed'",
+                (mail_id,),
+            )
+            db.execute(
+                "UPDATE mail SET state = 'queued', next_attempt_at = ?, notice = NULL WHERE id = ?",
+                (now, mail_id),
+            )
+        return True
+
+    def retry_dead(self) -> list[str]:
+        ids = [row["id"] for row in self._db.execute("SELECT id FROM mail WHERE state = 'dead'").fetchall()]
+        return [mail_id for mail_id in ids if self.retry(mail_id)]
+
+    def delete(self, mail_id: str) -> bool:
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM mail WHERE id = ?", (mail_id,)).fetchone()
+            if row is None:
+                return False
+            if row["state"] == "active":
+                raise SpoolBusyError(f"{mail_id} is being delivered right now; try again in a moment")
+            db.execute("DELETE FROM mail WHERE id = ?", (mail_id,))
+        return True

@@ -1,0 +1,248 @@
+"""Delivery workers: take spooled mail, make its contacts, and record what happened.
+
+For each mail: parse it, upload its attachments, build one request per target and store it (once: retries
+resend the stored request unchanged, so Connect's idempotency answers with the same ContactId), then start
+the contacts through the :class:`~gateway.governor.Governor`. Transient failures are retried with
+exponential back-off and jitter until ``max_age``; permanent ones go to the dead-letter area at once, and
+the sender is told (:mod:`gateway.dsn`). On shutdown, deliveries under way may finish within the grace
+period; the rest stays queued for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from gateway.config import QueueSettings
+from gateway.delivery import Deliverer
+from gateway.dsn import Failure, build_notification, send_notification
+from gateway.errors import DeliveryError, ThrottledError
+from gateway.governor import Governor
+from gateway.mime import parse_mail
+from gateway.queue import MailQueue
+from gateway.replies import Replies
+from gateway.request import build_request, thread_ids
+from gateway.spool import QueuedMail, QueuedTarget
+
+__all__ = ["DeliveryWorkers", "backoff"]
+
+log = logging.getLogger(__name__)
+
+URL_FRESHNESS = 0.8  # rebuild a stored request once its presigned URLs have lived this share of their life
+IDLE_POLL_SECONDS = 1.0  # operator commands change the spool from outside: look again at least this often
+MAINTENANCE_SECONDS = 60.0
+
+
+def backoff(
+    attempts: int, initial: float, ceiling: float, jitter: Callable[[], float] = random.random
+) -> float:
+    """Seconds before the next try: doubling from ``initial`` up to ``ceiling``, half of it random."""
+    delay = min(ceiling, initial * 2.0 ** max(0, attempts))
+    return float(delay / 2 + delay / 2 * jitter())
+
+
+def _age(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds:.0f} seconds"
+
+
+class DeliveryWorkers:
+    def __init__(
+        self,
+        queue: MailQueue,
+        deliverer: Deliverer,
+        governor: Governor,
+        settings: QueueSettings,
+        *,
+        hostname: str,
+        url_expiry_seconds: float,
+        maintenance_seconds: float = MAINTENANCE_SECONDS,
+    ) -> None:
+        self._queue = queue
+        self._deliverer = deliverer
+        self._governor = governor
+        self._settings = settings
+        self._hostname = hostname
+        self._url_life = url_expiry_seconds * URL_FRESHNESS
+        self._maintenance_seconds = maintenance_seconds
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._work(), name=f"delivery-{n}") for n in range(self._settings.workers)
+        ]
+        self._tasks.append(loop.create_task(self._maintain(), name="spool-maintenance"))
+
+    def wake(self) -> None:
+        """New mail was queued: a sleeping worker should look now."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Finish deliveries under way within the grace period; whatever is cut short stays queued."""
+        self._stopped.set()
+        self._wake.set()
+        _, unfinished = await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while not self._stopped.is_set():
+            item = await self._queue.claim()
+            if item is None:
+                await self._idle()
+                continue
+            try:
+                await self._deliver(item)
+            except asyncio.CancelledError:  # shutdown cut it short: it stays queued, nothing is lost
+                await asyncio.shield(self._queue.release(item.id))
+                raise
+            except Exception:  # a bug must not stop the worker, nor lose the mail
+                log.exception("delivery of %s failed unexpectedly; retrying later", item.id)
+                until = time.time() + self._settings.retry_initial
+                await self._queue.defer(item.id, until, "internal error", attempt=True)
+
+    async def _idle(self) -> None:
+        due = await self._queue.next_due()
+        wait = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - time.time()))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _deliver(self, item: QueuedMail) -> None:
+        assert item.raw is not None
+        now = time.time()
+        mail = parse_mail(item.raw)
+        targets = item.pending
+        stale = [t for t in targets if t.request is None or now - (t.built_at or 0) > self._url_life]
+        if stale:
+            try:
+                files = await self._deliverer.upload(item.raw, mail)
+            except DeliveryError as error:
+                await self._conclude(item, error)
+                return
+            rebuilt = {}
+            for target in stale:
+                related = await self._queue.related_contact(target.target.route.instance_id, thread_ids(mail))
+                request = build_request(mail, target.target, item.raw, files, item.sender, related)
+                await self._queue.save_request(item.id, target.position, request, now)
+                rebuilt[target.position] = replace(target, request=request, built_at=now)
+            targets = [rebuilt.get(t.position, t) for t in targets]
+        transient = await self._start_contacts(item, targets, [mail.message_id] if mail.message_id else [])
+        await self._conclude(item, transient)
+
+    async def _start_contacts(
+        self, item: QueuedMail, targets: list[QueuedTarget], message_ids: list[str]
+    ) -> DeliveryError | None:
+        """Start each pending contact; the first transient error, if any (after it, the rest wait too)."""
+        for target in targets:
+            assert target.request is not None
+            await self._governor.acquire()
+            outcome = await self._deliverer.start(target.target, target.request)
+            if outcome.error is None:
+                await self._queue.delivered(item.id, target.position, outcome.contact_id, message_ids)
+            elif outcome.error.transient:
+                if isinstance(outcome.error, ThrottledError):
+                    self._governor.throttled()
+                return outcome.error
+            else:
+                log.warning("%s: %s refused for good: %s", item.id, target.target.destination, outcome.error)
+                await self._queue.failed(
+                    item.id, target.position, str(outcome.error), str(outcome.error.reply)
+                )
+        return None
+
+    async def _conclude(self, item: QueuedMail, transient: DeliveryError | None) -> None:
+        """Done, deferred, or dead (with a notification), from the state of the mail's targets."""
+        now = time.time()
+        if transient is not None:
+            age = now - item.received_at
+            if age <= self._settings.max_age:
+                throttled = isinstance(transient, ThrottledError)
+                delay = (
+                    self._governor.interval * (1 + random.random())  # noqa: S311 - jitter, not secrecy
+                    if throttled
+                    else backoff(item.attempts, self._settings.retry_initial, self._settings.retry_max)
+                )
+                log.info("%s deferred for %.1fs: %s", item.id, delay, transient)
+                await self._queue.defer(item.id, now + delay, str(transient), attempt=not throttled)
+                return
+            expired = str(Replies.EXPIRED.format(age=_age(age)))
+            current = await self._queue.get(item.id)
+            for target in current.pending if current else []:
+                await self._queue.failed(
+                    item.id, target.position, f"expired; last error: {transient}", expired
+                )
+            await self._bury(item.id, f"gave up after {_age(age)}; last error: {transient}")
+            return
+        current = await self._queue.get(item.id)
+        assert current is not None
+        if any(t.state == "failed" for t in current.targets):
+            await self._bury(
+                item.id, "; ".join(t.error or "" for t in current.targets if t.state == "failed")
+            )
+        else:
+            await self._queue.finish(item.id)
+
+    async def _bury(self, mail_id: str, reason: str) -> None:
+        log.warning("%s moved to the dead-letter area: %s", mail_id, reason)
+        await self._queue.bury(mail_id, reason)
+        await self._notify(mail_id)
+
+    async def _notify(self, mail_id: str) -> None:
+        """The delivery status notification for a dead mail, through the smarthost."""
+        mail = await self._queue.get(mail_id)
+        if mail is None or mail.raw is None:
+            return
+        if not mail.sender:
+            await self._queue.set_notice(mail_id, "not needed: null sender")
+            return
+        smarthost = self._settings.smarthost
+        if smarthost is None:
+            log.warning("%s: no [queue] smarthost configured: the sender is not notified", mail_id)
+            await self._queue.set_notice(mail_id, "unsent: no smarthost")
+            return
+        failures = [
+            Failure(recipient, (t.reply or "5.0.0").split(" ")[1], t.reply or "")
+            for t in mail.targets
+            if t.state == "failed"
+            for recipient in t.recipients
+        ]
+        message = build_notification(
+            hostname=self._hostname,
+            sender=mail.sender,
+            queue_id=mail.id,
+            arrival=datetime.fromtimestamp(mail.received_at, UTC),
+            raw=mail.raw,
+            failures=failures,
+        )
+        try:
+            await send_notification(smarthost, mail.sender, message)
+        except Exception as error:  # smtplib and sockets raise many kinds; the notice is retried later
+            log.warning("%s: the notification could not be sent yet: %s", mail_id, error)
+            await self._queue.set_notice(mail_id, "failed")
+            return
+        await self._queue.set_notice(mail_id, "sent")
+
+    async def _maintain(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                await self._queue.purge()
+                for mail_id in await self._queue.awaiting_notice():
+                    await self._notify(mail_id)
+            except Exception:
+                log.exception("spool maintenance failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=self._maintenance_seconds)

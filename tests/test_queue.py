@@ -1,0 +1,268 @@
+"""Spool mode over real sockets: queue, workers, retries, dead letters, notifications, threading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from email import message_from_bytes
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.config import QueueSettings, RouteSettings, Settings, SmtpSettings
+from gateway.emulator import EmulatorServer
+from gateway.replies import Replies, Reply
+from gateway.routing import Router
+from gateway.s3server import EmbeddedS3
+from gateway.service import Gateway
+from gateway.smtp import ReceivedMail, SmtpServer
+from gateway.spool import Spool
+
+from .conftest import CREDENTIALS, ROOT, SmtpClient, make_settings, wait_for
+
+
+class Capture:
+    """A smarthost: our own front door with a catch-all route, keeping what it is handed."""
+
+    def __init__(self) -> None:
+        self.mails: list[ReceivedMail] = []
+
+    def room_for(self, size: int) -> Reply | None:
+        return None
+
+    async def accept(self, mail: ReceivedMail) -> Reply:
+        self.mails.append(mail)
+        return Replies.QUEUED.format(queue_id="captured")
+
+
+@pytest.fixture
+async def smarthost() -> AsyncIterator[tuple[SmtpServer, Capture]]:
+    capture = Capture()
+    server = SmtpServer(
+        SmtpSettings(host="127.0.0.1", port=0), Router([RouteSettings(match="*", instance_id="x")]), capture
+    )
+    await server.start()
+    yield server, capture
+    await server.stop()
+
+
+def spool_settings(path: Path, **changes: Any) -> QueueSettings:
+    values: dict[str, Any] = {
+        "mode": "spool",
+        "path": path,
+        "rate_per_second": 50.0,
+        "burst": 10,
+        "workers": 2,
+        "retry_initial": 0.05,
+        "retry_max": 0.2,
+        "max_age": 60.0,
+        "min_free_disk": 0,
+        "shutdown_grace": 2.0,
+    }
+    values.update(changes)
+    return QueueSettings(**values)
+
+
+@pytest.fixture
+def spooled(
+    emulator: EmulatorServer,
+    s3_server: EmbeddedS3,
+    bucket: str,
+    tmp_path: Path,
+    smarthost: tuple[SmtpServer, Capture],
+) -> Settings:
+    queue = spool_settings(tmp_path / "spool", smarthost=("127.0.0.1", smarthost[0].port))
+    return make_settings(emulator, s3_server, bucket, queue=queue)
+
+
+def mail(message_id: str = "<q1@client.test>", **headers: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = "customer@client.test"
+    message["To"] = "support@example.com"
+    message["Subject"] = "Spooled"
+    message["Message-ID"] = message_id
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content("hello")
+    message.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="a.pdf")
+    return message.as_bytes()
+
+
+def contacts(emulator: EmulatorServer) -> list[Any]:
+    return list(emulator.connect.contacts.values())
+
+
+async def put_faults(emulator: EmulatorServer, **faults: float) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(f"{emulator.url}/_emulator/faults", json=faults) as r,
+    ):
+        assert r.status == 200, await r.text()
+
+
+async def test_mail_is_queued_then_delivered(spooled: Settings, emulator: EmulatorServer) -> None:
+    async with Gateway(spooled, CREDENTIALS) as gateway:
+        code, text = await SmtpClient(gateway.smtp_port).send(mail())
+        assert code == 250
+        assert text.startswith("2.0.0 Queued as ")
+        queue_id = text.rsplit(" ", 1)[1]
+        await wait_for(lambda: len(contacts(emulator)) == 1)
+        spool = Spool(spooled.queue.path, create=False)
+        await wait_for(lambda: spool.get(queue_id).state == "done")  # type: ignore[union-attr]
+        done = spool.get(queue_id, with_raw=True)
+    assert done is not None and done.raw is None
+    assert done.targets[0].contact_id == contacts(emulator)[0].contact_id
+
+
+async def test_transient_failures_are_retried_and_the_request_is_resent_unchanged(
+    spooled: Settings, emulator: EmulatorServer
+) -> None:
+    await put_faults(emulator, error_rate=1.0)
+    async with Gateway(spooled, CREDENTIALS) as gateway:
+        code, _ = await SmtpClient(gateway.smtp_port).send(mail())
+        assert code == 250
+        await wait_for(lambda: len(emulator.connect.calls) >= 4)
+        await put_faults(emulator, error_rate=0.0)
+        await wait_for(lambda: any(c["Status"] == 200 for c in emulator.connect.calls))
+    bodies = {json.dumps(c["Request"], sort_keys=True) for c in emulator.connect.calls}
+    assert len(bodies) == 1  # every attempt sent the very same request
+    assert len(contacts(emulator)) == 1
+
+
+async def test_permanent_refusal_goes_to_dead_letters_with_a_notification_and_can_be_retried(
+    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture], tmp_path: Path
+) -> None:
+    emulator.connect.addresses = ("*@elsewhere.example",)  # support@example.com is not an address of it
+    async with Gateway(spooled, CREDENTIALS) as gateway:
+        _, text = await SmtpClient(gateway.smtp_port).send(mail())
+        queue_id = text.rsplit(" ", 1)[1]
+        spool = Spool(spooled.queue.path, create=False)
+        await wait_for(lambda: spool.get(queue_id).notice == "sent")  # type: ignore[union-attr]
+        dead = spool.get(queue_id)
+        assert dead is not None and dead.state == "dead"
+        assert "is not an email address of instance" in (dead.last_error or "")
+        [notification] = smarthost[1].mails
+        assert notification.sender == ""  # never bounces back
+        assert notification.recipients == ("customer@client.test",)
+        report = message_from_bytes(notification.raw)
+        assert report.get_content_type() == "multipart/report"
+        assert report.get_param("report-type") == "delivery-status"
+        status = report.get_payload()[1]
+        assert status.get_content_type() == "message/delivery-status"
+        text_status = status.as_string()
+        assert "Final-Recipient: rfc822; support@example.com" in text_status
+        assert "Status: 5.6.0" in text_status
+        assert "instance" not in report.get_payload()[0].get_payload(decode=True).decode()  # no internals
+        emulator.connect.addresses = ("*@example.com",)
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{spooled.queue.path}"\n'
+            '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "queue", "--config", str(config), "retry", "--all-dead",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        assert process.returncode == 0, err
+        assert out.decode().startswith("1 mail(s) queued again")
+        await wait_for(lambda: len(contacts(emulator)) == 1)
+
+
+async def test_null_sender_gets_no_notification(
+    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture]
+) -> None:
+    emulator.connect.addresses = ("*@elsewhere.example",)
+    async with Gateway(spooled, CREDENTIALS) as gateway:
+        _, text = await SmtpClient(gateway.smtp_port).send(mail(), sender="")
+        spool = Spool(spooled.queue.path, create=False)
+        queue_id = text.rsplit(" ", 1)[1]
+        await wait_for(lambda: (spool.get(queue_id).notice or "").startswith("not needed"))  # type: ignore[union-attr]
+    assert smarthost[1].mails == []
+
+
+async def test_without_smarthost_the_missing_notification_is_recorded(
+    spooled: Settings, emulator: EmulatorServer
+) -> None:
+    emulator.connect.addresses = ("*@elsewhere.example",)
+    settings = replace(spooled, queue=replace(spooled.queue, smarthost=None))
+    async with Gateway(settings, CREDENTIALS) as gateway:
+        _, text = await SmtpClient(gateway.smtp_port).send(mail())
+        spool = Spool(settings.queue.path, create=False)
+        queue_id = text.rsplit(" ", 1)[1]
+        await wait_for(lambda: spool.get(queue_id).notice == "unsent: no smarthost")  # type: ignore[union-attr]
+
+
+async def test_expired_mail_is_given_up(
+    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture]
+) -> None:
+    await put_faults(emulator, error_rate=1.0)
+    settings = replace(spooled, queue=replace(spooled.queue, max_age=0.3))
+    async with Gateway(settings, CREDENTIALS) as gateway:
+        _, text = await SmtpClient(gateway.smtp_port).send(mail())
+        spool = Spool(settings.queue.path, create=False)
+        queue_id = text.rsplit(" ", 1)[1]
+        await wait_for(lambda: spool.get(queue_id).notice == "sent")  # type: ignore[union-attr]
+        dead = spool.get(queue_id)
+    assert dead is not None and dead.last_error is not None and dead.last_error.startswith("gave up after")
+    assert "Status: 5.4.7" in smarthost[1].mails[0].raw.decode()
+
+
+async def test_no_room_on_disk_is_a_452(spooled: Settings, emulator: EmulatorServer) -> None:
+    settings = replace(spooled, queue=replace(spooled.queue, min_free_disk=1 << 60))
+    async with Gateway(settings, CREDENTIALS) as gateway:
+        client = SmtpClient(gateway.smtp_port)
+        replies = await client.commands("MAIL FROM:<a@client.test> SIZE=1000")
+        assert replies[0][0] == 452
+        assert replies[0][1].startswith("4.3.1")
+        code, text = await client.send(mail())
+    assert (code, text.split(" ")[0]) == (452, "4.3.1")
+    assert contacts(emulator) == []
+
+
+async def test_a_reply_is_threaded_to_the_contact_of_the_mail_it_answers(
+    spooled: Settings, emulator: EmulatorServer
+) -> None:
+    async with Gateway(spooled, CREDENTIALS) as gateway:
+        client = SmtpClient(gateway.smtp_port)
+        await client.send(mail("<first@client.test>"))
+        await wait_for(lambda: len(contacts(emulator)) == 1)
+        first = contacts(emulator)[0].contact_id
+        await client.send(mail("<second@client.test>", In_Reply_To="<first@client.test>"))
+        await wait_for(lambda: len(contacts(emulator)) == 2)
+    second = contacts(emulator)[1]
+    assert second.request["RelatedContactId"] == first
+
+
+async def test_shutdown_leaves_unfinished_mail_queued_and_restart_delivers_it_once(
+    spooled: Settings, emulator: EmulatorServer
+) -> None:
+    await put_faults(emulator, latency_ms=1500)
+    settings = replace(spooled, queue=replace(spooled.queue, shutdown_grace=0.2))
+    async with Gateway(settings, CREDENTIALS) as gateway:
+        _, text = await SmtpClient(gateway.smtp_port).send(mail())
+        await wait_for(lambda: len(emulator.connect.calls) == 0 and bool(gateway.queue))
+        await asyncio.sleep(0.5)  # the call is under way, waiting for the slow emulator
+    spool = Spool(settings.queue.path, create=False)
+    queue_id = text.rsplit(" ", 1)[1]
+    assert spool.get(queue_id).state == "queued"  # type: ignore[union-attr]
+    await put_faults(emulator, latency_ms=0)
+    async with Gateway(settings, CREDENTIALS):
+        await wait_for(lambda: spool.get(queue_id).state == "done")  # type: ignore[union-attr]
+    assert len(contacts(emulator)) == 1
+
+
+async def test_two_gateways_cannot_share_a_spool(spooled: Settings) -> None:
+    from gateway.errors import ConfigError
+
+    async with Gateway(spooled, CREDENTIALS):
+        with pytest.raises(ConfigError, match="in use by another running gateway"):
+            async with Gateway(spooled, CREDENTIALS):
+                pass
