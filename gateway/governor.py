@@ -2,9 +2,9 @@
 
 Connect's default quota for StartEmailContact is 2 requests per second per account, burst 5. The bucket
 holds ``burst`` tokens and refills at the current rate, so over any stretch of ``t`` seconds at most
-``burst + rate·t`` calls go out. A ThrottlingException halves the rate (never below a tenth of the
-configured one) and empties the bucket; every ``RECOVERY_SECONDS`` without throttling the rate climbs back
-by a tenth of the configured rate, gently, as TCP's congestion control does.
+``burst + rate·t`` calls go out. A ThrottlingException halves the rate (at most once a second, never
+below a tenth of the configured one) and empties the bucket; every ``RECOVERY_SECONDS`` without throttling
+the rate climbs back by a tenth of the configured rate, gently, as TCP's congestion control does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = ["Governor"]
 MIN_FRACTION = 0.1
 RECOVERY_SECONDS = 5.0
 RECOVERY_STEP = 0.1
+DECREASE_HOLD_SECONDS = 1.0
 
 
 class Governor:
@@ -31,6 +32,7 @@ class Governor:
         self._tokens = float(burst)
         self._updated = clock()
         self._last_change = self._updated
+        self._last_decrease = -DECREASE_HOLD_SECONDS
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
@@ -44,11 +46,15 @@ class Governor:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
 
     def throttled(self) -> None:
-        """Connect said ThrottlingException: slow down at once."""
+        """Connect said ThrottlingException: slow down at once (once per second: calls already under
+        way when the first refusal came are not news)."""
         self._refill()
+        now = self._clock()
+        if now - self._last_decrease < DECREASE_HOLD_SECONDS:
+            return
         self.rate = max(self.configured_rate * MIN_FRACTION, self.rate / 2)
         self._tokens = min(self._tokens, 0.0)
-        self._last_change = self._clock()
+        self._last_change = self._last_decrease = now
 
     @property
     def interval(self) -> float:

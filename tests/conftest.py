@@ -9,9 +9,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.aws import StaticCredentials
@@ -24,8 +26,11 @@ from gateway.config import (
     SmtpSettings,
 )
 from gateway.emulator import EmulatedConnect, EmulatorServer
+from gateway.replies import Replies, Reply
+from gateway.routing import Router
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service import Gateway
+from gateway.smtp import ReceivedMail, SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -167,3 +172,70 @@ async def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+class Capture:
+    """A smarthost: our own front door with a catch-all route, keeping what it is handed."""
+
+    def __init__(self) -> None:
+        self.mails: list[ReceivedMail] = []
+
+    def room_for(self, size: int) -> Reply | None:
+        return None
+
+    async def accept(self, mail: ReceivedMail) -> Reply:
+        self.mails.append(mail)
+        return Replies.QUEUED.format(queue_id="captured")
+
+
+@pytest.fixture
+async def smarthost() -> AsyncIterator[tuple[SmtpServer, Capture]]:
+    capture = Capture()
+    server = SmtpServer(
+        SmtpSettings(host="127.0.0.1", port=0), Router([RouteSettings(match="*", instance_id="x")]), capture
+    )
+    await server.start()
+    yield server, capture
+    await server.stop()
+
+
+def spool_settings(path: Path, **changes: Any) -> QueueSettings:
+    values: dict[str, Any] = {
+        "mode": "spool",
+        "path": path,
+        "rate_per_second": 50.0,
+        "burst": 10,
+        "workers": 2,
+        "retry_initial": 0.05,
+        "retry_max": 0.2,
+        "max_age": 60.0,
+        "min_free_disk": 0,
+        "shutdown_grace": 2.0,
+    }
+    values.update(changes)
+    return QueueSettings(**values)
+
+
+def mail(message_id: str = "<q1@client.test>", **headers: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = "customer@client.test"
+    message["To"] = "support@example.com"
+    message["Subject"] = "Spooled"
+    message["Message-ID"] = message_id
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content("hello")
+    message.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="a.pdf")
+    return message.as_bytes()
+
+
+def contacts(emulator: EmulatorServer) -> list[Any]:
+    return list(emulator.connect.contacts.values())
+
+
+async def put_faults(emulator: EmulatorServer, **faults: float) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(f"{emulator.url}/_emulator/faults", json=faults) as r,
+    ):
+        assert r.status == 200, await r.text()

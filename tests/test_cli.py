@@ -197,3 +197,49 @@ def test_emulate_is_strict_when_told() -> None:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
+    from gateway.config import RouteSettings
+    from gateway.routing import Target
+    from gateway.smtp import ReceivedMail
+    from gateway.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    route = RouteSettings(match="support@example.com", instance_id="i-1")
+    ids = [
+        spool.put(
+            ReceivedMail(
+                "customer@client.test", ("support@example.com",), (Target(route, "support@example.com"),),
+                f"Message-ID: <{n}@client.test>\r\n\r\nbody\r\n".encode(), "127.0.0.1", "client.test",
+            )
+        )
+        for n in range(3)
+    ]  # fmt: skip
+    spool.failed(
+        ids[0], 0, "connect: InvalidRequestException: no", "554 5.6.0 Amazon Connect refused this message"
+    )
+    spool.bury(ids[0], "connect: InvalidRequestException: no")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{tmp_path / "spool"}"\n'
+        '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
+    )
+    listing = run("queue", "--config", str(config), "list")
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0] == "queued 2  active 0  deferred 0  dead 1  done 0"
+    assert ids[0] in lines[1] and "dead" in lines[1] and "InvalidRequestException" in lines[1]
+    shown = run("queue", "--config", str(config), "show", ids[0])
+    assert f"queue id     {ids[0]}" in shown.stdout
+    assert "message-id   <0@client.test>" in shown.stdout
+    assert "contact #0   failed: instance i-1, destination support@example.com" in shown.stdout
+    as_json = json.loads(run("queue", "--config", str(config), "--json", "show", ids[1]).stdout)
+    assert as_json["state"] == "queued"
+    assert run("queue", "--config", str(config), "retry", ids[0]).stdout.strip() == f"{ids[0]} queued again"
+    assert run("queue", "--config", str(config), "delete", ids[2]).stdout.strip() == f"{ids[2]} deleted"
+    missing = run("queue", "--config", str(config), "show", "nope")
+    assert missing.returncode == 1
+    assert (
+        run("queue", "--config", str(config), "list").stdout.splitlines()[0].startswith("queued 2  active 0")
+    )

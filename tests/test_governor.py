@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.governor import MIN_FRACTION, RECOVERY_SECONDS, Governor
+from gateway.governor import DECREASE_HOLD_SECONDS, MIN_FRACTION, RECOVERY_SECONDS, Governor
 from gateway.workers import backoff
 
 
@@ -40,8 +40,10 @@ async def test_throttling_halves_the_rate_and_it_recovers_gently() -> None:
     clock = Clock()
     governor = Governor(10.0, 5, clock=clock)
     governor.throttled()
+    governor.throttled()  # the same burst of refusals: one decrease
     assert governor.rate == 5.0
     for _ in range(10):
+        clock.now += DECREASE_HOLD_SECONDS
         governor.throttled()
     assert governor.rate == pytest.approx(10.0 * MIN_FRACTION)
     clock.now += RECOVERY_SECONDS

@@ -6,68 +6,31 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from email import message_from_bytes
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
-from gateway.config import QueueSettings, RouteSettings, Settings, SmtpSettings
+from gateway.config import Settings
 from gateway.emulator import EmulatorServer
-from gateway.replies import Replies, Reply
-from gateway.routing import Router
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
-from gateway.smtp import ReceivedMail, SmtpServer
+from gateway.smtp import SmtpServer
 from gateway.spool import Spool
 
-from .conftest import CREDENTIALS, ROOT, SmtpClient, make_settings, wait_for
-
-
-class Capture:
-    """A smarthost: our own front door with a catch-all route, keeping what it is handed."""
-
-    def __init__(self) -> None:
-        self.mails: list[ReceivedMail] = []
-
-    def room_for(self, size: int) -> Reply | None:
-        return None
-
-    async def accept(self, mail: ReceivedMail) -> Reply:
-        self.mails.append(mail)
-        return Replies.QUEUED.format(queue_id="captured")
-
-
-@pytest.fixture
-async def smarthost() -> AsyncIterator[tuple[SmtpServer, Capture]]:
-    capture = Capture()
-    server = SmtpServer(
-        SmtpSettings(host="127.0.0.1", port=0), Router([RouteSettings(match="*", instance_id="x")]), capture
-    )
-    await server.start()
-    yield server, capture
-    await server.stop()
-
-
-def spool_settings(path: Path, **changes: Any) -> QueueSettings:
-    values: dict[str, Any] = {
-        "mode": "spool",
-        "path": path,
-        "rate_per_second": 50.0,
-        "burst": 10,
-        "workers": 2,
-        "retry_initial": 0.05,
-        "retry_max": 0.2,
-        "max_age": 60.0,
-        "min_free_disk": 0,
-        "shutdown_grace": 2.0,
-    }
-    values.update(changes)
-    return QueueSettings(**values)
+from .conftest import (
+    CREDENTIALS,
+    ROOT,
+    Capture,
+    SmtpClient,
+    contacts,
+    mail,
+    make_settings,
+    put_faults,
+    spool_settings,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -80,31 +43,6 @@ def spooled(
 ) -> Settings:
     queue = spool_settings(tmp_path / "spool", smarthost=("127.0.0.1", smarthost[0].port))
     return make_settings(emulator, s3_server, bucket, queue=queue)
-
-
-def mail(message_id: str = "<q1@client.test>", **headers: str) -> bytes:
-    message = EmailMessage()
-    message["From"] = "customer@client.test"
-    message["To"] = "support@example.com"
-    message["Subject"] = "Spooled"
-    message["Message-ID"] = message_id
-    for name, value in headers.items():
-        message[name.replace("_", "-")] = value
-    message.set_content("hello")
-    message.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="a.pdf")
-    return message.as_bytes()
-
-
-def contacts(emulator: EmulatorServer) -> list[Any]:
-    return list(emulator.connect.contacts.values())
-
-
-async def put_faults(emulator: EmulatorServer, **faults: float) -> None:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(f"{emulator.url}/_emulator/faults", json=faults) as r,
-    ):
-        assert r.status == 200, await r.text()
 
 
 async def test_mail_is_queued_then_delivered(spooled: Settings, emulator: EmulatorServer) -> None:

@@ -80,7 +80,7 @@ class FaultInjector:
         while self._accepted and now - self._accepted[0] >= 1.0:
             self._accepted.popleft()
         faults = self.faults
-        if faults.throttle_rps and len(self._accepted) >= faults.throttle_rps:
+        if faults.throttle_rps and len(self._accepted) + 1 > faults.throttle_rps:
             return Fault(
                 Answer.failure(429, "ThrottlingException", "Rate exceeded (injected by the emulator)")
             )

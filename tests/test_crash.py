@@ -1,0 +1,170 @@
+"""Killed at any instant, the gateway loses no mail and makes no second contact.
+
+The gateway runs as a real process (spool mode) against the emulator and the embedded S3. Several hundred
+mails are sent by clients that behave like MTAs (they resend the same bytes until they get a 250) while the
+gateway is killed with SIGKILL at random moments and restarted on the same spool. At the end every mail
+has exactly one contact in the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from email.message import EmailMessage
+from pathlib import Path
+
+from gateway.emulator import EmulatorServer
+from gateway.s3server import EmbeddedS3
+from gateway.spool import Spool
+
+from .conftest import ROOT, wait_for
+
+MAILS = 300
+CLIENTS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(path: Path, port: int, emulator: EmulatorServer, s3: EmbeddedS3, bucket: str) -> Path:
+    config = path / "gateway.toml"
+    config.write_text(
+        f"""
+[smtp]
+listen = "127.0.0.1:{port}"
+hostname = "mx.crash.test"
+[aws]
+connect_endpoint_url = "{emulator.url}"
+s3_endpoint_url = "{s3.url}"
+[attachments]
+bucket = "{bucket}"
+[queue]
+path = "{path / "spool"}"
+rate_per_second = 500
+burst = 50
+workers = 4
+retry_initial = "50ms"
+retry_max = "500ms"
+min_free_disk = 0
+shutdown_grace = "2s"
+[[routes]]
+match = "support@example.com"
+instance_id = "crash-instance"
+"""
+    )
+    return config
+
+
+def message(number: int) -> bytes:
+    mail = EmailMessage()
+    mail["From"] = f"customer{number}@client.test"
+    mail["To"] = "support@example.com"
+    mail["Subject"] = f"Mail number {number}"
+    mail["Message-ID"] = f"<crash-{number}@client.test>"
+    mail.set_content(f"body {number}")
+    mail.add_attachment(os.urandom(512), maintype="application", subtype="pdf", filename=f"{number}.pdf")
+    return mail.as_bytes()
+
+
+def send_until_accepted(port: int, number: int, raw: bytes) -> int:
+    """An MTA's behaviour: the same bytes again until a 250; returns how many tries it took."""
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.sendmail(f"customer{number}@client.test", ["support@example.com"], raw)
+            return tries
+        except (OSError, smtplib.SMTPException):
+            time.sleep(0.05)
+
+
+class GatewayProcess:
+    def __init__(self, config: Path, environment: dict[str, str]) -> None:
+        self.config = config
+        self.environment = environment
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / "gateway.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+                stdout=log, stderr=log, env=self.environment, cwd=ROOT,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
+    emulator: EmulatorServer, s3_server: EmbeddedS3, bucket: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port, emulator, s3_server, bucket)
+    environment = {**os.environ, "AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash"}
+    gateway = GatewayProcess(config, environment)
+    gateway.start()
+    mails = {number: message(number) for number in range(MAILS)}
+    accepted: set[int] = set()
+    resent = 0
+    pending = list(mails)
+
+    async def client() -> None:
+        nonlocal resent
+        while pending:
+            number = pending.pop()
+            tries = await asyncio.to_thread(send_until_accepted, port, number, mails[number])
+            resent += tries > 1
+            accepted.add(number)
+
+    async def killer() -> int:
+        kills = 0
+        rng = random.Random(20261127)
+        while len(accepted) < MAILS:
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            if len(accepted) == MAILS:
+                break
+            gateway.kill()
+            kills += 1
+            gateway.start()
+        return kills
+
+    kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    assert kills >= 3, "the gateway was not killed often enough for the test to mean anything"
+    assert accepted == set(mails)
+
+    def delivered() -> Counter[str]:
+        return Counter(
+            c.request["EmailMessage"]["RawMessage"]["Headers"]["MESSAGE_ID"]
+            for c in emulator.connect.contacts.values()
+        )
+
+    await wait_for(lambda: len(delivered()) == MAILS, seconds=120)
+    assert gateway.terminate() == 0
+    counts = delivered()
+    assert set(counts) == {f"<crash-{n}@client.test>" for n in mails}  # none lost
+    assert max(counts.values()) == 1  # none twice
+    spool = Spool(tmp_path / "spool", create=False)
+    left = spool.counts()
+    assert left["queued"] == left["active"] == left["deferred"] == left["dead"] == 0
+    calls = len(emulator.connect.calls)
+    print(f"\n{MAILS} mails ({resent} resent by clients), {kills} SIGKILLs, {calls} calls to Connect, {left}")

@@ -1,0 +1,128 @@
+"""Under a throttling, failing Connect: everything delivered exactly once, within the configured rate.
+
+The emulator throttles beyond N calls per second and fails a third of the calls (half of those failures
+after the contact was made, so that only the ClientToken prevents a duplicate). Some mails go to a
+destination Connect refuses: they end in the dead-letter area with their reason and a notification, and
+``queue retry`` brings them back once the destination exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.config import RouteSettings, Settings
+from gateway.emulator import EmulatorServer
+from gateway.s3server import EmbeddedS3
+from gateway.service import Gateway
+from gateway.smtp import SmtpServer
+from gateway.spool import Spool
+
+from .conftest import (
+    CREDENTIALS,
+    ROOT,
+    Capture,
+    SmtpClient,
+    mail,
+    make_settings,
+    put_faults,
+    spool_settings,
+    wait_for,
+)
+
+RATE, BURST, THROTTLE_RPS = 12.0, 4, 8
+GOOD, REFUSED = 40, 5
+
+
+def call_times(emulator: EmulatorServer) -> list[float]:
+    return sorted(
+        datetime.fromisoformat(c["ReceivedAt"].replace("Z", "+00:00")).timestamp()
+        for c in emulator.connect.calls
+    )
+
+
+def worst_excess(times: list[float], rate: float, burst: int) -> float:
+    """The most calls any window held beyond ``burst + rate * window``."""
+    excess = 0.0
+    for i, start in enumerate(times):
+        for j in range(i, len(times)):
+            excess = max(excess, (j - i + 1) - (burst + rate * (times[j] - start)))
+    return excess
+
+
+@pytest.fixture
+def loaded(
+    emulator: EmulatorServer,
+    s3_server: EmbeddedS3,
+    bucket: str,
+    tmp_path: Path,
+    smarthost: tuple[SmtpServer, Capture],
+) -> Settings:
+    queue = spool_settings(
+        tmp_path / "spool",
+        rate_per_second=RATE,
+        burst=BURST,
+        workers=4,
+        smarthost=("127.0.0.1", smarthost[0].port),
+    )
+    routes = (
+        RouteSettings(match="support@example.com", instance_id="instance-1"),
+        RouteSettings(match="refused@example.com", instance_id="instance-1"),
+    )
+    return make_settings(emulator, s3_server, bucket, routes=routes, queue=queue)
+
+
+async def test_throttled_and_failing_connect(
+    loaded: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture], tmp_path: Path
+) -> None:
+    emulator.connect.addresses = ("support@example.com",)
+    await put_faults(emulator, throttle_rps=THROTTLE_RPS, error_rate=0.33)
+    async with Gateway(loaded, CREDENTIALS) as gateway:
+        client = SmtpClient(gateway.smtp_port)
+        sends = [client.send(mail(f"<good-{n}@client.test>")) for n in range(GOOD)]
+        sends += [
+            client.send(mail(f"<refused-{n}@client.test>"), recipients=["refused@example.com"])
+            for n in range(REFUSED)
+        ]
+        replies = await asyncio.gather(*sends)
+        assert all(code == 250 for code, _ in replies)
+
+        def per_message() -> Counter[str]:
+            return Counter(
+                c.request["EmailMessage"]["RawMessage"]["Headers"]["MESSAGE_ID"]
+                for c in emulator.connect.contacts.values()
+            )
+
+        spool = Spool(loaded.queue.path, create=False)
+        await wait_for(lambda: len(per_message()) == GOOD and spool.counts()["dead"] == REFUSED, seconds=120)
+        await wait_for(lambda: len(smarthost[1].mails) == REFUSED)
+        statuses = Counter(c["Status"] for c in emulator.connect.calls)
+        assert statuses[429] > 0 and statuses[500] > 0  # the faults really happened
+        assert max(per_message().values()) == 1  # exactly once despite lost answers
+        assert worst_excess(call_times(emulator), RATE, BURST) <= 1.0  # one call of slack for clock jitter
+        dead = spool.mails("dead")
+        assert {m.message_id for m in dead} == {f"<refused-{n}@client.test>" for n in range(REFUSED)}
+        assert all("not an email address of instance" in (m.last_error or "") for m in dead)
+        assert {m.recipients for m in smarthost[1].mails} == {("customer@client.test",)}
+
+        emulator.connect.addresses = ("support@example.com", "refused@example.com")
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{loaded.queue.path}"\n'
+            '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "queue", "--config", str(config), "retry", "--all-dead",
+            stdout=subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        assert out.decode().startswith(f"{REFUSED} mail(s) queued again")
+        await wait_for(lambda: len(per_message()) == GOOD + REFUSED, seconds=120)
+    assert max(per_message().values()) == 1
+    print(f"\n{len(emulator.connect.calls)} calls for {GOOD + REFUSED} mails: {dict(statuses)}")
