@@ -64,6 +64,8 @@ class LocalQueue:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._spool: Spool | None = None
         self._lock: int | None = None
+        self._waiting: list[tuple[ReceivedMail, asyncio.Future[str]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def open(self) -> int:
         """Open the spool and take it over; returns how many mails a crash had left in flight."""
@@ -79,6 +81,8 @@ class LocalQueue:
         return await self._call(Spool.recover)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer  # mail already answered 250 is on disk before the spool closes
         if self._spool is not None:
             await self._call(Spool.close)
         self._executor.shutdown(wait=True)
@@ -93,7 +97,26 @@ class LocalQueue:
         return await self._run(partial(method, self._spool, **kwargs), *args)
 
     async def put(self, mail: ReceivedMail) -> str:
-        return await self._call(Spool.put, mail)
+        """Durable when it returns. Mails arriving while a write is under way share the next one."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((mail, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
+        return await future
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                ids = await self._call(Spool.put_many, [mail for mail, _ in batch])
+            except Exception as error:  # every mail of the batch gets the error (and a 4xx)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), queue_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(queue_id)
 
     async def claim(self) -> QueuedMail | None:
         return await self._call(Spool.claim)

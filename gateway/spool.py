@@ -181,29 +181,34 @@ class Spool:
 
     def put(self, mail: ReceivedMail, now: float | None = None) -> str:
         """Store a mail and its targets; durable when this returns."""
+        return self.put_many([mail], now)[0]
+
+    def put_many(self, mails: Sequence[ReceivedMail], now: float | None = None) -> list[str]:
+        """Store several mails in one transaction (one disk flush for all: group commit)."""
         now = time.time() if now is None else now
-        queue_id = new_id(now)
-        groups: dict[tuple[str, str], tuple[Target, list[str]]] = {}
-        for recipient, target in zip(mail.recipients, mail.targets, strict=True):
-            groups.setdefault(target.key, (target, []))[1].append(recipient)
+        ids = [new_id(now) for _ in mails]
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-                (
-                    queue_id, now, mail.sender, json.dumps(mail.recipients), _message_id(mail.raw),
-                    len(mail.raw), mail.raw, now,
-                ),
-            )  # fmt: skip
-            db.executemany(
-                "INSERT INTO target (mail_id, position, route, destination, tag, recipients, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                [
-                    (queue_id, position, _route_json(t.route), t.destination, t.tag, json.dumps(rcpts))
-                    for position, (t, rcpts) in enumerate(groups.values())
-                ],
-            )
-        return queue_id
+            for queue_id, mail in zip(ids, mails, strict=True):
+                groups: dict[tuple[str, str], tuple[Target, list[str]]] = {}
+                for recipient, target in zip(mail.recipients, mail.targets, strict=True):
+                    groups.setdefault(target.key, (target, []))[1].append(recipient)
+                db.execute(
+                    "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    (
+                        queue_id, now, mail.sender, json.dumps(mail.recipients), _message_id(mail.raw),
+                        len(mail.raw), mail.raw, now,
+                    ),
+                )  # fmt: skip
+                db.executemany(
+                    "INSERT INTO target (mail_id, position, route, destination, tag, recipients, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                    [
+                        (queue_id, position, _route_json(t.route), t.destination, t.tag, json.dumps(rcpts))
+                        for position, (t, rcpts) in enumerate(groups.values())
+                    ],
+                )
+        return ids
 
     def recover(self) -> int:
         """At start: mail left active by a crash is queued again (its stored requests are kept)."""

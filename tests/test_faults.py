@@ -15,14 +15,16 @@ class Clock:
         return self.now
 
 
-def test_throttling_beyond_n_accepted_calls_per_second() -> None:
+def test_throttling_is_a_token_bucket_of_one_seconds_calls() -> None:
     clock = Clock()
     injector = FaultInjector(Faults(throttle_rps=3), clock=clock)
     answers = [injector.fault() for _ in range(5)]
     assert [a is None for a in answers] == [True, True, True, False, False]
     assert answers[3] is not None and answers[3].answer.error == "ThrottlingException"
-    clock.now = 1.0  # the window has moved on
-    assert injector.fault() is None
+    clock.now = 1 / 3  # one token back
+    assert [injector.fault() is None for _ in range(2)] == [True, False]
+    clock.now = 10.0  # never more than one second's worth
+    assert [injector.fault() is None for _ in range(4)] == [True, True, True, False]
 
 
 def test_errors_at_the_given_rate_half_after_processing() -> None:

@@ -3,15 +3,16 @@
 ``error_rate`` answers that share of calls with a 500 InternalServiceException; half of those happen after
 the contact was created (the answer is lost on the way, the nastiest case for a client, which only its
 ClientToken saves from a duplicate). ``throttle_rps`` answers ThrottlingException (429) to calls beyond that
-many accepted per second; ``latency_ms`` delays every answer; ``s3_error_rate`` makes the embedded S3 answer
-503 SlowDown. Set at start (``mail-gateway emulate --error-rate 0.3``) or live (``PUT /_emulator/faults``).
+many per second, measured as AWS measures: a token bucket holding one second's worth of calls, refilled at
+that rate (refused calls take no token); ``latency_ms`` delays every answer; ``s3_error_rate`` makes the
+embedded S3 answer 503 SlowDown. Set at start (``mail-gateway emulate --error-rate 0.3``) or live
+(``PUT /_emulator/faults``).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -72,22 +73,31 @@ class FaultInjector:
         self.faults = faults or Faults()
         self._random = random_source
         self._clock = clock
-        self._accepted: deque[float] = deque()
+        self._tokens: float | None = None  # filled with one second's calls when throttling is first needed
+        self._updated = clock()
 
     def fault(self) -> Fault | None:
         """The fault for this call, or None to let it through."""
-        now = self._clock()
-        while self._accepted and now - self._accepted[0] >= 1.0:
-            self._accepted.popleft()
         faults = self.faults
-        if faults.throttle_rps and len(self._accepted) + 1 > faults.throttle_rps:
+        if faults.throttle_rps and not self._take_token(faults.throttle_rps):
             return Fault(
                 Answer.failure(429, "ThrottlingException", "Rate exceeded (injected by the emulator)")
             )
-        self._accepted.append(now)
         if faults.error_rate and self._random() < faults.error_rate:
             answer = Answer.failure(
                 500, "InternalServiceException", "Internal failure (injected by the emulator)"
             )
             return Fault(answer, after_processing=self._random() < LOST_ANSWER_SHARE)
         return None
+
+    def _take_token(self, rate: float) -> bool:
+        now = self._clock()
+        capacity = max(1.0, rate)
+        if self._tokens is None:
+            self._tokens = min(capacity, rate)
+        self._tokens = min(capacity, self._tokens + (now - self._updated) * rate)
+        self._updated = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
