@@ -204,3 +204,21 @@ async def test_two_gateways_cannot_share_a_spool(spooled: Settings) -> None:
         with pytest.raises(ConfigError, match="in use by another running gateway"):
             async with Gateway(spooled, CREDENTIALS):
                 pass
+
+
+async def test_s3_faults_from_the_emulator_are_retried(
+    spooled: Settings, emulator: EmulatorServer, s3_server: EmbeddedS3
+) -> None:
+    emulator.s3 = s3_server
+    try:
+        await put_faults(emulator, s3_error_rate=1.0)
+        async with Gateway(spooled, CREDENTIALS) as gateway:
+            _, text = await SmtpClient(gateway.smtp_port).send(mail())
+            spool = Spool(spooled.queue.path, create=False)
+            queue_id = text.rsplit(" ", 1)[1]
+            await wait_for(lambda: "SlowDown" in (spool.get(queue_id).last_error or ""))  # type: ignore[union-attr]
+            assert contacts(emulator) == []
+            await put_faults(emulator, s3_error_rate=0.0)
+            await wait_for(lambda: len(contacts(emulator)) == 1)
+    finally:
+        s3_server.error_rate = 0.0
