@@ -1,9 +1,11 @@
-"""Attachments into S3, and the presigned URLs Connect reads them through.
+"""Attachments into S3, and the presigned URLs Connect reads them through; the original message beside them.
 
 Keys are deterministic and short (``<prefix><mail digest>/<n>``): a retry of the same mail overwrites the
 same objects instead of leaving copies, and the presigned URL stays far under Connect's 2,000 characters even
 with a long ``X-Amz-Security-Token`` from role credentials. The file name travels in Content-Disposition,
-not in the key, so that a long non-ASCII name cannot lengthen the URL.
+not in the key, so that a long non-ASCII name cannot lengthen the URL. The original message, kept when
+something did not fit into the contact, is linked by a stable locator (the S3 console's URL of the object,
+or the endpoint's own URL), never by a presigned URL, which dies with the credentials that signed it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import quote
 
 from gateway import contract
 from gateway.aws_errors import translated
-from gateway.config import AttachmentSettings
+from gateway.config import AttachmentSettings, AwsSettings
 from gateway.errors import MisconfiguredError
 
 if TYPE_CHECKING:
@@ -23,9 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttachmentStore",
+    "DryRunStore",
     "S3AttachmentStore",
     "attachment_key",
     "content_disposition",
+    "object_locator",
+    "original_key",
     "safe_content_type",
 ]
 
@@ -35,9 +40,17 @@ class AttachmentStore(Protocol):
         """Keep the bytes under ``key`` and return a URL Connect can download them from."""
         ...
 
+    async def keep(self, key: str, data: bytes, content_type: str) -> str:
+        """Keep the bytes under ``key`` and return a stable locator for people (not a presigned URL)."""
+        ...
+
 
 def attachment_key(prefix: str, digest: str, index: int) -> str:
     return f"{prefix}{digest[:32]}/{index}"
+
+
+def original_key(prefix: str, digest: str) -> str:
+    return f"{prefix}{digest[:32]}/original.eml"
 
 
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
@@ -54,12 +67,23 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def object_locator(settings: AttachmentSettings, aws: AwsSettings, key: str) -> str:
+    """Where a person finds the object: the S3 console, or the configured endpoint's own URL."""
+    if aws.s3_endpoint_url:
+        return f"{aws.s3_endpoint_url.rstrip('/')}/{settings.bucket}/{quote(key)}"
+    query = f"region={quote(aws.region)}&prefix={quote(key, safe='')}"
+    return f"https://s3.console.aws.amazon.com/s3/object/{settings.bucket}?{query}"
+
+
 class S3AttachmentStore:
-    def __init__(self, client: S3Client, settings: AttachmentSettings) -> None:
+    def __init__(
+        self, client: S3Client, settings: AttachmentSettings, aws: AwsSettings | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._aws = aws or AwsSettings()
 
-    async def store(self, key: str, data: bytes, content_type: str, filename: str) -> str:
+    async def _put(self, key: str, data: bytes, content_type: str, filename: str) -> None:
         settings = self._settings
         extra: dict[str, Any] = {}
         if settings.sse:
@@ -75,7 +99,14 @@ class S3AttachmentStore:
                 ContentDisposition=content_disposition(filename),
                 **extra,
             )
+
+    async def store(self, key: str, data: bytes, content_type: str, filename: str) -> str:
+        await self._put(key, data, content_type, filename)
         return await self.presigned_url(key)
+
+    async def keep(self, key: str, data: bytes, content_type: str) -> str:
+        await self._put(key, data, content_type, key.rsplit("/", 1)[-1])
+        return object_locator(self._settings, self._aws, key)
 
     async def presigned_url(self, key: str) -> str:
         """A GET URL for the object; refused if longer than Connect accepts (an operator must act)."""
@@ -92,3 +123,17 @@ class S3AttachmentStore:
                 "shorten attachments.prefix or use credentials with a shorter session token"
             )
         return url
+
+
+class DryRunStore:
+    """Stores nothing: the URLs the attachments would have (``mail-gateway parse`` sends nothing)."""
+
+    def __init__(self, settings: AttachmentSettings, aws: AwsSettings) -> None:
+        self._settings = settings
+        self._aws = aws
+
+    async def store(self, key: str, data: bytes, content_type: str, filename: str) -> str:
+        return f"https://{self._settings.bucket}.s3.{self._aws.region}.amazonaws.com/{quote(key)}"
+
+    async def keep(self, key: str, data: bytes, content_type: str) -> str:
+        return object_locator(self._settings, self._aws, key)

@@ -7,16 +7,15 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.addresses import AddressError, parse_address
-from gateway.attachments import attachment_key
-from gateway.config import AttachmentSettings, Settings, load_config
-from gateway.delivery import unique_targets
+from gateway.attachments import DryRunStore
+from gateway.config import AttachmentSettings, AwsSettings, Settings, SmtpSettings, load_config
+from gateway.delivery import Deliverer, unique_targets
 from gateway.errors import ConfigError, RefusedError
-from gateway.mime import parse_mail
-from gateway.request import StoredFile, attachment_names, build_request, mail_digest
 from gateway.routing import Router, Target
 
 __all__ = ["main"]
@@ -181,17 +180,31 @@ def _queue(args: argparse.Namespace) -> int:
         spool.close()
 
 
+class _NothingSent:
+    """``parse`` builds requests and sends none."""
+
+    async def start(self, request: Mapping[str, Any]) -> str:
+        raise RuntimeError("mail-gateway parse sends nothing")
+
+
 def _parse(args: argparse.Namespace) -> int:
     from gateway.sandbox import sandbox_route
 
     if args.config:
         settings = load_config(args.config)
-        routes, attachments, region = settings.routes, settings.attachments, settings.aws.region
     else:
-        routes, attachments, region = (sandbox_route(),), AttachmentSettings("example-bucket"), "us-east-1"
+        settings = Settings(
+            smtp=SmtpSettings(hostname="localhost"),
+            aws=AwsSettings(),
+            attachments=AttachmentSettings("example-bucket"),
+            routes=(sandbox_route(),),
+        )
     raw = args.file.read_bytes()
-    mail = parse_mail(raw)
-    router = Router(routes)
+    store = DryRunStore(settings.attachments, settings.aws)
+    deliverer = Deliverer(store, _NothingSent(), settings.attachments, settings.content_policy)
+    fitted = deliverer.fit(raw)
+    mail = fitted.mail
+    router = Router(settings.routes)
     candidates = args.rcpt or [m.address for m in (*mail.to, *mail.cc)] or [PARSE_FALLBACK_RECIPIENT]
     targets = _routable(router, candidates)
     if not targets:
@@ -199,16 +212,10 @@ def _parse(args: argparse.Namespace) -> int:
             print("mail-gateway: no --rcpt address is routed by the configuration", file=sys.stderr)
             return 1
         targets = _routable(router, [PARSE_FALLBACK_RECIPIENT])
-    digest = mail_digest(raw)
-    names = attachment_names(a.filename for a in mail.attachments)
-    files = [
-        StoredFile(name, _object_url(attachments, region, attachment_key(attachments.prefix, digest, index)))
-        for index, name in enumerate(names, start=1)
-    ]
     sender = mail.sender.address if mail.sender else ""
-    requests = [build_request(mail, target, raw, files, sender) for target in unique_targets(targets)]
-    print(json.dumps(requests, indent=2, ensure_ascii=False))
-    return 0 if requests else 1
+    prepared = asyncio.run(deliverer.prepare(raw, fitted, unique_targets(targets), sender))
+    print(json.dumps([item.request for item in prepared], indent=2, ensure_ascii=False))
+    return 0 if prepared else 1
 
 
 def _routable(router: Router, addresses: Sequence[str]) -> list[Target]:
@@ -219,11 +226,6 @@ def _routable(router: Router, addresses: Sequence[str]) -> list[Target]:
         except (AddressError, RefusedError) as error:
             print(f"mail-gateway: skipping {address}: {error}", file=sys.stderr)
     return targets
-
-
-def _object_url(attachments: AttachmentSettings, region: str, key: str) -> str:
-    """Where the attachment would be; the real request carries a presigned URL made at send time."""
-    return f"https://{attachments.bucket}.s3.{region}.amazonaws.com/{key}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,10 +19,12 @@ from gateway import contract
 from gateway.addresses import AddressError, parse_address
 from gateway.config_table import Table, split_host_port
 from gateway.errors import ConfigError
+from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES, ContentPolicy
 
 __all__ = [
     "AttachmentSettings",
     "AwsSettings",
+    "MessageSettings",
     "QueueSettings",
     "RouteSettings",
     "Settings",
@@ -58,6 +60,15 @@ class AttachmentSettings:
     url_expiry_seconds: int = 6 * 3600
     sse: str | None = None
     kms_key_id: str | None = None
+    allowed_file_types: tuple[str, ...] | None = CONNECT_DEFAULT_FILE_TYPES  # None: every type ("*")
+    max_file_size: int = 20_000_000
+    max_total_size: int = 25_000_000
+    store_original: str = "when-needed"  # or "always"
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    prefer_body: str = "html"  # or "text": which body the contact shows when the mail has both
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class RouteSettings:
     name: str | None = None
     description: str | None = None
     related_contact_header: str | None = None
+    sender_from_reply_to: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,19 @@ class Settings:
     attachments: AttachmentSettings
     routes: tuple[RouteSettings, ...]
     queue: QueueSettings = field(default_factory=QueueSettings)
+    message: MessageSettings = field(default_factory=MessageSettings)
+
+    @property
+    def content_policy(self) -> ContentPolicy:
+        """What a contact may carry, from ``[attachments]`` and ``[message]``."""
+        attachments = self.attachments
+        allowed = attachments.allowed_file_types
+        return ContentPolicy(
+            prefer_body=self.message.prefer_body,
+            allowed_file_types=None if allowed is None else frozenset(allowed),
+            max_file_size=attachments.max_file_size,
+            max_total_size=attachments.max_total_size,
+        )
 
 
 def load_config(path: str | Path) -> Settings:
@@ -121,8 +146,9 @@ def parse_config(document: Mapping[str, Any]) -> Settings:
     attachments = _attachments(top.table("attachments", required=True))
     routes = _routes(top.array("routes"))
     queue = _queue(top.table("queue"))
+    message = _message(top.table("message"))
     top.done()
-    return Settings(smtp=smtp, aws=aws, attachments=attachments, routes=routes, queue=queue)
+    return Settings(smtp=smtp, aws=aws, attachments=attachments, routes=routes, queue=queue, message=message)
 
 
 def _positive(value: float) -> str | None:
@@ -192,9 +218,44 @@ def _attachments(table: Table) -> AttachmentSettings:
     kms_key_id = table.text("kms_key_id")
     if kms_key_id and sse != "aws:kms":
         raise table.error("kms_key_id", 'is only used with sse = "aws:kms"')
+    defaults = AttachmentSettings(bucket or "")
+    store_original = table.check(
+        "store_original",
+        table.get("store_original", str, defaults.store_original),
+        lambda v: None if v in ("when-needed", "always") else 'must be "when-needed" or "always"',
+    )
+    settings = AttachmentSettings(
+        bucket=bucket or "",
+        prefix=prefix,
+        url_expiry_seconds=expiry,
+        sse=sse,
+        kms_key_id=kms_key_id,
+        allowed_file_types=table.converted("allowed_file_types", _file_types, defaults.allowed_file_types),
+        max_file_size=table.size("max_file_size", defaults.max_file_size),
+        max_total_size=table.size("max_total_size", defaults.max_total_size),
+        store_original=store_original,
+    )
     table.done()
-    assert bucket is not None
-    return AttachmentSettings(bucket, prefix, expiry, sse, kms_key_id)
+    return settings
+
+
+def _file_types(value: Any) -> tuple[str, ...] | None:
+    """``["*"]`` (any type) or extensions such as ``[".pdf", "png"]``, lower-cased with their dot."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError('must be a list of file extensions, such as [".pdf", ".png"], or ["*"]')
+    if "*" in value:
+        return None
+    return tuple(sorted({"." + v.strip().lower().lstrip(".") for v in value}))
+
+
+def _message(table: Table) -> MessageSettings:
+    prefer = table.check(
+        "prefer_body",
+        table.get("prefer_body", str, MessageSettings.prefer_body),
+        lambda v: None if v in ("html", "text") else 'must be "html" or "text"',
+    )
+    table.done()
+    return MessageSettings(prefer_body=prefer)
 
 
 def _queue(table: Table) -> QueueSettings:
@@ -259,6 +320,18 @@ def _header_name(value: str | None) -> str | None:
     return "must be a header name such as X-Connect-Related-Contact"
 
 
+ROUTE_REFERENCES_MAX_BYTES = 3072  # the rest of Connect's 4,096 is the gateway's, to link the original
+
+
+def _route_references(value: Any) -> str | None:
+    problem = _member("References")(value)
+    if problem is None and value:
+        size = sum(len(str(k).encode()) + len(str(v.get("Value", "")).encode()) for k, v in value.items())
+        if size > ROUTE_REFERENCES_MAX_BYTES:
+            return f"at most {ROUTE_REFERENCES_MAX_BYTES} bytes in all, to leave room for the gateway's own"
+    return problem
+
+
 def _member(name: str) -> Callable[[Any], str | None]:
     """A rule that checks a route value against the Connect model's member of the same meaning."""
 
@@ -301,14 +374,13 @@ def _routes(tables: list[Table]) -> tuple[RouteSettings, ...]:
                     table.get("segment_attributes", dict, {}),
                     _member("SegmentAttributes"),
                 ),
-                references=table.check(
-                    "references", table.get("references", dict, {}), _member("References")
-                ),
+                references=table.check("references", table.get("references", dict, {}), _route_references),
                 name=table.check("name", table.text("name"), _member("Name")),
                 description=table.check("description", table.text("description"), _member("Description")),
                 related_contact_header=table.check(
                     "related_contact_header", table.text("related_contact_header"), _header_name
                 ),
+                sender_from_reply_to=table.get("sender_from_reply_to", bool, False),
             )
         )
         table.done()

@@ -144,5 +144,12 @@ class Table:
 
 
 def _kind_name(kind: type) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", dict: "a table", list: "an array"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "a table",
+        list: "an array",
+    }
     return names.get(kind, kind.__name__)

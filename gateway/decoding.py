@@ -12,8 +12,9 @@ import codecs
 import functools
 import quopri
 import re
+from collections.abc import Iterator
 
-__all__ = ["decode_bytes", "decode_header", "lookup_charset", "unfold"]
+__all__ = ["address_list", "decode_bytes", "decode_header", "lookup_charset", "unfold"]
 
 # Labels that mail software writes but that mean a larger or different charset in practice (the same
 # choices browsers make, WHATWG Encoding Standard): decoding with the superset loses nothing.
@@ -186,3 +187,71 @@ def _lenient_b64decode(data: bytes) -> bytes:
 
 def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+_BARE_ADDRESS = re.compile(r"[^\s<>,;:\"()\[\]]+@[^\s<>,;:\"()\[\]]+")
+
+
+def _top_level_items(value: str) -> Iterator[str]:
+    """Split an address list at commas and semicolons outside quotes, brackets and comments."""
+    start = depth_angle = depth_comment = 0
+    quoted = escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth_comment += 1
+        elif char == ")":
+            depth_comment = max(0, depth_comment - 1)
+        elif depth_comment:
+            continue
+        elif char == "<":
+            depth_angle += 1
+        elif char == ">":
+            depth_angle = max(0, depth_angle - 1)
+        elif char in ",;" and not depth_angle:
+            yield value[start:index]
+            start = index + 1
+    yield value[start:]
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+def address_list(value: str) -> list[tuple[str, str]]:
+    """``(display name, address)`` pairs of an address header, decoded; never raises, never recurses.
+
+    Tolerant of what real mail does: group syntax, comments as names (``a@b (Name)``), encoded words in
+    names, stray brackets. Items without an address are skipped.
+    """
+    pairs = []
+    for item in _top_level_items(unfold(value)):
+        text = item.strip()
+        colon, angle = text.find(":"), text.find("<")
+        if colon >= 0 and (angle < 0 or colon < angle) and '"' not in text[:colon]:
+            text = text[colon + 1 :].strip()  # "Group name: member" and "undisclosed-recipients:"
+        if "<" in text and ">" in text:
+            name = text[: text.rfind("<")]
+            address = text[text.rfind("<") + 1 : text.rfind(">")]
+        else:
+            comments = re.findall(r"\(([^()]*)\)", text)
+            address = re.sub(r"\([^()]*\)", "", text)
+            name = comments[0] if comments else ""
+        address = decode_header(address).strip().strip("<>").strip()
+        if "@" not in address or any(c.isspace() for c in address):
+            found = _BARE_ADDRESS.search(decode_header(text))
+            if found is None:
+                continue
+            address, name = found.group(0), ""
+        pairs.append((decode_header(_unquote(name)).strip(), address))
+    return pairs

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import contract
-from gateway.attachments import AttachmentStore, attachment_key
+from gateway.attachments import AttachmentStore, attachment_key, original_key
 from gateway.config import AttachmentSettings
 from gateway.connect import ContactStarter
-from gateway.errors import DeliveryError, DuplicateRequestError
-from gateway.mime import ParsedMail, parse_mail
+from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
+from gateway.fitting import ContentPolicy, FittedMail, fit_mail
+from gateway.mime import parse_mail
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
-from gateway.request import StoredFile, attachment_names, build_request, mail_digest
+from gateway.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
 from gateway.routing import Target
 from gateway.smtp import ReceivedMail
 
-__all__ = ["DeliverNow", "Deliverer", "Outcome", "summary_reply", "unique_targets"]
+__all__ = ["DeliverNow", "Deliverer", "Outcome", "Prepared", "summary_reply", "unique_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +51,94 @@ def unique_targets(targets: Iterable[Target]) -> list[Target]:
     return list(seen.values())
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A target and the request built for it, ready to be sent (and stored, to be resent unchanged)."""
+
+    target: Target
+    request: dict[str, Any]
+
+
+RelatedLookup = Callable[[Target], Awaitable[str | None]]
+
+
 class Deliverer:
+    """Parse and fit a mail, upload what goes with it, build requests, start contacts."""
+
     def __init__(
-        self, store: AttachmentStore, contacts: ContactStarter, settings: AttachmentSettings
+        self,
+        store: AttachmentStore,
+        contacts: ContactStarter,
+        settings: AttachmentSettings,
+        policy: ContentPolicy | None = None,
     ) -> None:
         self._store = store
         self._contacts = contacts
         self._settings = settings
+        self._policy = policy or ContentPolicy()
+
+    def fit(self, raw: bytes) -> FittedMail:
+        return fit_mail(parse_mail(raw), self._policy)
 
     async def deliver(
         self, raw: bytes, targets: Sequence[Target], envelope_sender: str = ""
     ) -> list[Outcome]:
         """Everything at once, for the ``sync`` mode: upload, build and start each contact."""
-        mail = parse_mail(raw)
+        fitted = self.fit(raw)
         chosen = unique_targets(targets)
         try:
-            files = await self.upload(raw, mail)
+            prepared = await self.prepare(raw, fitted, chosen, envelope_sender)
         except DeliveryError as error:
             return [Outcome(target, error=error) for target in chosen]
-        return [
-            await self.start(target, build_request(mail, target, raw, files, envelope_sender))
-            for target in chosen
-        ]
+        outcomes = []
+        for item in prepared:
+            outcome = await self.start(item.target, item.request)
+            if isinstance(outcome.error, AttachmentsRefusedError):
+                outcome = await self._retry_without_attachments(
+                    raw, fitted, item, envelope_sender, outcome.error
+                )
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _retry_without_attachments(
+        self, raw: bytes, fitted: FittedMail, item: Prepared, sender: str, refusal: AttachmentsRefusedError
+    ) -> Outcome:
+        try:
+            request = await self.without_attachments(raw, fitted, item, sender, refusal)
+        except DeliveryError as error:
+            return Outcome(item.target, error=error)
+        return await self.start(item.target, request)
+
+    async def prepare(
+        self,
+        raw: bytes,
+        fitted: FittedMail,
+        targets: Sequence[Target],
+        envelope_sender: str,
+        related: RelatedLookup | None = None,
+    ) -> list[Prepared]:
+        """Upload the attachments (and the original, when needed) once, then one request per target."""
+        files = await self._upload(raw, fitted)
+        original = await self._keep_original(raw, fitted)
+        prepared = []
+        for target in targets:
+            related_id = await related(target) if related else None
+            request = build_request(fitted, target, raw, files, envelope_sender, related_id, original)
+            prepared.append(Prepared(target, request))
+        return prepared
+
+    async def without_attachments(
+        self, raw: bytes, fitted: FittedMail, item: Prepared, sender: str, refusal: AttachmentsRefusedError
+    ) -> dict[str, Any]:
+        """The request once more, without the attachments Connect refused, naming them and linking the
+        original; its own ClientToken keeps this one idempotent too."""
+        log.warning("Connect refused the attachments (%s); delivering without them", refusal.reason)
+        stripped = fitted.without_attachments(f"Amazon Connect refused the attachments: {refusal.reason}")
+        original = await self._keep_original(raw, stripped)
+        related_id = item.request.get("RelatedContactId")
+        return build_request(
+            stripped, item.target, raw, (), sender, related_id, original, WITHOUT_ATTACHMENTS
+        )
 
     async def start(self, target: Target, request: dict[str, Any]) -> Outcome:
         """One StartEmailContact call; never raises a DeliveryError, reports it."""
@@ -84,12 +150,18 @@ class Deliverer:
             return Outcome(target, error=error)
         return Outcome(target, contact_id=contact_id)
 
-    async def upload(self, raw: bytes, mail: ParsedMail) -> list[StoredFile]:
-        """Every attachment Connect can take, stored once per mail; raises DeliveryError."""
-        attachments = mail.attachments[: contract.limits().attachments]
-        if not attachments:
+    async def _keep_original(self, raw: bytes, fitted: FittedMail) -> str | None:
+        """The original message in S3 whenever the contact leaves something out (or always, if asked)."""
+        if not fitted.omissions and self._settings.store_original != "always":
+            return None
+        return await self._store.keep(
+            original_key(self._settings.prefix, mail_digest(raw)), raw, "message/rfc822"
+        )
+
+    async def _upload(self, raw: bytes, fitted: FittedMail) -> list[StoredFile]:
+        """Every attachment that fits, stored once per mail; raises DeliveryError."""
+        if not fitted.attachments:
             return []
-        names = attachment_names(a.filename for a in attachments)
         digest = mail_digest(raw)
         try:
             async with asyncio.TaskGroup() as group:
@@ -102,11 +174,13 @@ class Deliverer:
                             name,
                         )
                     )
-                    for index, (attachment, name) in enumerate(zip(attachments, names, strict=True), start=1)
+                    for index, (attachment, name) in enumerate(
+                        zip(fitted.attachments, fitted.names, strict=True), start=1
+                    )
                 ]
         except* DeliveryError as group_error:
             raise group_error.exceptions[0] from None
-        return [StoredFile(name, task.result()) for name, task in zip(names, tasks, strict=True)]
+        return [StoredFile(name, task.result()) for name, task in zip(fitted.names, tasks, strict=True)]
 
 
 def summary_reply(outcomes: Sequence[Outcome]) -> Reply:

@@ -1,30 +1,29 @@
-"""A parsed mail and its target into the ``StartEmailContact`` request: pure, and always within the contract.
+"""A fitted mail and its target into the ``StartEmailContact`` request: pure, and always within the contract.
 
-Every value is made to fit :func:`gateway.contract.limits` here, so the service never refuses a request for
-its shape. The ``ClientToken`` is derived from the raw bytes as received plus instance and destination:
-whatever retries the mail (the sending MTA, the spool, an operator) can never create a second contact.
+:mod:`gateway.fitting` has already cut what Connect cannot take; this module fills in the addresses,
+headers and route settings, and links the stored original when something was left out. The
+``ClientToken`` is derived from the raw bytes as received plus instance and destination: whatever retries
+the mail (the sending MTA, the spool, an operator) can never create a second contact.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import regex
-
 from gateway import contract
+from gateway.fitting import FittedMail, clean_line
 from gateway.mime import Mailbox, ParsedMail
 from gateway.routing import TAG_ATTRIBUTE, Target
 
 __all__ = [
-    "EMPTY_BODY",
     "FALLBACK_SENDER",
+    "OMITTED_REFERENCE",
+    "ORIGINAL_REFERENCE",
+    "WITHOUT_ATTACHMENTS",
     "StoredFile",
-    "attachment_names",
     "build_request",
     "client_token",
     "mail_digest",
@@ -32,10 +31,9 @@ __all__ = [
 ]
 
 FALLBACK_SENDER = "unknown-sender@mail-gateway.invalid"
-EMPTY_BODY = "(This email has no text.)"
-TRUNCATION_NOTE = "\n\n[The gateway shortened this body to fit Amazon Connect's size limit.]"
-
-_CONTROL = regex.compile(r"\p{C}+")
+ORIGINAL_REFERENCE = "Original email"
+OMITTED_REFERENCE = "Not in this contact"
+WITHOUT_ATTACHMENTS = "without-attachments"  # the ClientToken variant when Connect refused the attachments
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,44 +48,54 @@ def mail_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def client_token(raw: bytes, target: Target) -> str:
-    """Same mail bytes, instance and destination: the same token, so Connect makes one contact."""
+def client_token(raw: bytes, target: Target, variant: str = "") -> str:
+    """Same mail bytes, instance and destination: the same token, so Connect makes one contact.
+
+    A ``variant`` (a request deliberately made different, such as one without its refused attachments)
+    gets a token of its own, as deterministic as the first."""
     digest = hashlib.sha256(raw)
     digest.update(b"\0" + target.route.instance_id.encode() + b"\0" + target.destination.casefold().encode())
+    if variant:
+        digest.update(b"\0" + variant.encode())
     return digest.hexdigest()
 
 
 def build_request(
-    mail: ParsedMail,
+    fitted: FittedMail,
     target: Target,
     raw: bytes,
     files: Sequence[StoredFile] = (),
     envelope_sender: str = "",
     related_contact_id: str | None = None,
+    original: str | None = None,
+    variant: str = "",
 ) -> dict[str, Any]:
-    """The request for one target. ``related_contact_id`` is the thread's contact, when one is known."""
-    limits = contract.limits()
+    """The request for one target.
+
+    ``files`` are the fitted attachments with their URLs; ``related_contact_id`` is the thread's contact
+    when one is known; ``original`` locates the stored original message (linked from the contact)."""
+    mail = fitted.mail
     route = target.route
-    body, content_type = _body(mail)
-    raw_message: dict[str, Any] = {"Subject": _clean(mail.subject)[: limits.subject_chars], "Body": body}
-    raw_message["ContentType"] = content_type
+    raw_message: dict[str, Any] = {
+        "Subject": fitted.subject,
+        "Body": fitted.body,
+        "ContentType": fitted.content_type,
+    }
     headers = _headers(mail)
     if headers:
         raw_message["Headers"] = headers
     request: dict[str, Any] = {
         "InstanceId": route.instance_id,
-        "FromEmailAddress": _sender(mail, envelope_sender),
+        "FromEmailAddress": _sender(mail, envelope_sender, route.sender_from_reply_to),
         "DestinationEmailAddress": target.destination,
         "EmailMessage": {"MessageSourceType": "RAW", "RawMessage": raw_message},
-        "ClientToken": client_token(raw, target),
+        "ClientToken": client_token(raw, target, variant),
     }
     recipients = _additional_recipients(mail, target.destination)
     if recipients:
         request["AdditionalRecipients"] = recipients
     if files:
-        request["Attachments"] = [
-            {"FileName": f.filename, "S3Url": f.url} for f in files[: limits.attachments]
-        ]
+        request["Attachments"] = [{"FileName": f.filename, "S3Url": f.url} for f in files]
     attributes = dict(route.attributes)
     if target.tag:
         attributes[TAG_ATTRIBUTE] = target.tag
@@ -95,13 +103,29 @@ def build_request(
         "ContactFlowId": route.contact_flow_id,
         "Attributes": attributes,
         "SegmentAttributes": dict(route.segment_attributes),
-        "References": dict(route.references),
+        "References": _references(route.references, original, fitted.omissions),
         "Name": route.name,
         "Description": route.description,
         "RelatedContactId": _related_contact(mail, route.related_contact_header) or related_contact_id,
     }
     request.update({key: value for key, value in optional.items() if value})
     return request
+
+
+def _references(static: Any, original: str | None, omissions: Sequence[str]) -> dict[str, Any]:
+    """The route's references, then the original's locator and what was left out, within 4,096 bytes."""
+    references = dict(static)
+    if original is None:
+        return references
+    references[ORIGINAL_REFERENCE] = {"Type": "URL", "Value": original}
+    if omissions:
+        used = sum(len(k.encode()) + len(str(v.get("Value", "")).encode()) for k, v in references.items())
+        room = contract.limits().references_bytes - used - len(OMITTED_REFERENCE.encode())
+        summary = "; ".join(omissions)
+        if len(summary.encode()) > room:
+            summary = summary.encode()[: max(0, room - 3)].decode("utf-8", "ignore") + "..."
+        references[OMITTED_REFERENCE] = {"Type": "STRING", "Value": summary}
+    return references
 
 
 def thread_ids(mail: ParsedMail) -> list[str]:
@@ -115,14 +139,9 @@ def _related_contact(mail: ParsedMail, header: str | None) -> str | None:
     if header is None:
         return None
     value = (mail.header(header) or "").strip()
-    if not value or len(value) > 256 or _CONTROL.search(value) or " " in value:
+    if not value or len(value) > 256 or clean_line(value) != value or " " in value:
         return None
     return value
-
-
-def _clean(text: str) -> str:
-    """One line of text without control or format characters (they are invisible or break layouts)."""
-    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def _fits_address(address: str) -> bool:
@@ -132,38 +151,24 @@ def _fits_address(address: str) -> bool:
 
 def _mailbox(mailbox: Mailbox) -> dict[str, str]:
     info = {"EmailAddress": mailbox.address}
-    name = _clean(mailbox.display_name)[: contract.limits().display_name_chars]
+    name = clean_line(mailbox.display_name)[: contract.limits().display_name_chars]
     if name:
         info["DisplayName"] = name
     return info
 
 
-def _sender(mail: ParsedMail, envelope_sender: str) -> dict[str, str]:
-    """The From header; else the envelope sender; else a documented placeholder (Connect needs one)."""
-    if mail.sender and _fits_address(mail.sender.address):
-        return _mailbox(mail.sender)
+def _sender(mail: ParsedMail, envelope_sender: str, from_reply_to: bool) -> dict[str, str]:
+    """The customer: Reply-To when the route says so (web forms send from noreply@), else From; else the
+    envelope sender; else a documented placeholder (Connect needs one)."""
+    candidates = [*mail.reply_to[:1]] if from_reply_to else []
+    if mail.sender is not None:
+        candidates.append(mail.sender)
+    for mailbox in candidates:
+        if _fits_address(mailbox.address):
+            return _mailbox(mailbox)
     if envelope_sender and _fits_address(envelope_sender):
         return _mailbox(Mailbox(envelope_sender, mail.sender.display_name if mail.sender else ""))
     return {"EmailAddress": FALLBACK_SENDER}
-
-
-def _body(mail: ParsedMail) -> tuple[str, str]:
-    if mail.html_body and mail.html_body.strip():
-        return _fit_body(mail.html_body), "text/html"
-    if mail.text_body and mail.text_body.strip():
-        return _fit_body(mail.text_body), "text/plain"
-    return EMPTY_BODY, "text/plain"
-
-
-def _fit_body(body: str) -> str:
-    """The body within 5 MiB of UTF-8, cut at a character boundary with a visible note when too long."""
-    limits = contract.limits()
-    budget = min(limits.body_bytes, limits.body_chars)
-    encoded = body.encode("utf-8")
-    if len(encoded) <= budget and len(body) <= limits.body_chars:
-        return body
-    room = budget - len(TRUNCATION_NOTE.encode("utf-8"))
-    return encoded[:room].decode("utf-8", errors="ignore") + TRUNCATION_NOTE
 
 
 def _headers(mail: ParsedMail) -> dict[str, str]:
@@ -215,30 +220,3 @@ def _unique(mailboxes: Iterable[Mailbox], seen: set[str]) -> Iterable[Mailbox]:
         if key not in seen and _fits_address(mailbox.address):
             seen.add(key)
             yield mailbox
-
-
-def attachment_names(names: Iterable[str]) -> list[str]:
-    """File names Connect accepts: no control characters, at most 256 characters, unique in the contact."""
-    limit = contract.limits().file_name_chars
-    taken: set[str] = set()
-    result = []
-    for index, original in enumerate(names, start=1):
-        name = unicodedata.normalize("NFC", _clean(original).replace("/", "_").replace("\\", "_")).strip(". ")
-        stem, extension = _split(name or f"attachment-{index}")
-        candidate, number = _fit(stem, extension, "", limit), 1
-        while candidate.casefold() in taken:
-            number += 1
-            candidate = _fit(stem, extension, f" ({number})", limit)
-        taken.add(candidate.casefold())
-        result.append(candidate)
-    return result
-
-
-def _split(name: str) -> tuple[str, str]:
-    stem, extension = os.path.splitext(name)
-    return (stem, extension) if stem and len(extension) <= 16 else (name, "")
-
-
-def _fit(stem: str, extension: str, suffix: str, limit: int) -> str:
-    """Cut the stem, never the extension or the number: the file still opens with the right program."""
-    return stem[: limit - len(suffix) - len(extension)].rstrip() + suffix + extension

@@ -47,8 +47,10 @@ class Gateway:
     async def _start(self) -> None:
         settings = self.settings
         aws = await self._stack.enter_async_context(AwsClients(settings.aws, self._credentials))
-        store = S3AttachmentStore(aws.s3, settings.attachments)
-        deliverer = Deliverer(store, ConnectContacts(aws.connect), settings.attachments)
+        store = S3AttachmentStore(aws.s3, settings.attachments, settings.aws)
+        deliverer = Deliverer(
+            store, ConnectContacts(aws.connect), settings.attachments, settings.content_policy
+        )
         sink: MailSink
         workers: DeliveryWorkers | None = None
         if settings.queue.mode == "spool":

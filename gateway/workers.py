@@ -20,14 +20,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from gateway.config import QueueSettings
-from gateway.delivery import Deliverer
+from gateway.delivery import Deliverer, Outcome, Prepared
 from gateway.dsn import Failure, build_notification, send_notification
-from gateway.errors import DeliveryError, ThrottledError
+from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
+from gateway.fitting import FittedMail
 from gateway.governor import Governor
-from gateway.mime import parse_mail
 from gateway.queue import MailQueue
 from gateway.replies import Replies
-from gateway.request import build_request, thread_ids
+from gateway.request import thread_ids
+from gateway.routing import Target
 from gateway.spool import QueuedMail, QueuedTarget
 
 __all__ = ["DeliveryWorkers", "backoff"]
@@ -124,33 +125,42 @@ class DeliveryWorkers:
     async def _deliver(self, item: QueuedMail) -> None:
         assert item.raw is not None
         now = time.time()
-        mail = parse_mail(item.raw)
+        fitted = self._deliverer.fit(item.raw)
+        threads = thread_ids(fitted.mail)
+
+        async def related(target: Target) -> str | None:
+            return await self._queue.related_contact(target.route.instance_id, threads)
+
         targets = item.pending
         stale = [t for t in targets if t.request is None or now - (t.built_at or 0) > self._url_life]
         if stale:
             try:
-                files = await self._deliverer.upload(item.raw, mail)
+                prepared = await self._deliverer.prepare(
+                    item.raw, fitted, [t.target for t in stale], item.sender, related
+                )
             except DeliveryError as error:
                 await self._conclude(item, error)
                 return
             rebuilt = {}
-            for target in stale:
-                related = await self._queue.related_contact(target.target.route.instance_id, thread_ids(mail))
-                request = build_request(mail, target.target, item.raw, files, item.sender, related)
-                await self._queue.save_request(item.id, target.position, request, now)
-                rebuilt[target.position] = replace(target, request=request, built_at=now)
+            for target, ready in zip(stale, prepared, strict=True):
+                await self._queue.save_request(item.id, target.position, ready.request, now)
+                rebuilt[target.position] = replace(target, request=ready.request, built_at=now)
             targets = [rebuilt.get(t.position, t) for t in targets]
-        transient = await self._start_contacts(item, targets, [mail.message_id] if mail.message_id else [])
+        message_ids = [fitted.mail.message_id] if fitted.mail.message_id else []
+        transient = await self._start_contacts(item, fitted, targets, message_ids)
         await self._conclude(item, transient)
 
     async def _start_contacts(
-        self, item: QueuedMail, targets: list[QueuedTarget], message_ids: list[str]
+        self, item: QueuedMail, fitted: FittedMail, targets: list[QueuedTarget], message_ids: list[str]
     ) -> DeliveryError | None:
         """Start each pending contact; the first transient error, if any (after it, the rest wait too)."""
+        assert item.raw is not None
         for target in targets:
             assert target.request is not None
             await self._governor.acquire()
             outcome = await self._deliverer.start(target.target, target.request)
+            if isinstance(outcome.error, AttachmentsRefusedError):
+                outcome = await self._without_attachments(item, fitted, target, outcome.error)
             if outcome.error is None:
                 await self._queue.delivered(item.id, target.position, outcome.contact_id, message_ids)
             elif outcome.error.transient:
@@ -163,6 +173,22 @@ class DeliveryWorkers:
                     item.id, target.position, str(outcome.error), str(outcome.error.reply)
                 )
         return None
+
+    async def _without_attachments(
+        self, item: QueuedMail, fitted: FittedMail, target: QueuedTarget, refusal: AttachmentsRefusedError
+    ) -> Outcome:
+        """Connect refused the files themselves: the contact goes without them (stored, so that retries
+        resend this request), naming them and linking the original."""
+        assert item.raw is not None
+        assert target.request is not None
+        ready = Prepared(target.target, target.request)
+        try:
+            request = await self._deliverer.without_attachments(item.raw, fitted, ready, item.sender, refusal)
+        except DeliveryError as error:
+            return Outcome(target.target, error=error)
+        await self._queue.save_request(item.id, target.position, request, time.time())
+        await self._governor.acquire()
+        return await self._deliverer.start(target.target, request)
 
     async def _conclude(self, item: QueuedMail, transient: DeliveryError | None) -> None:
         """Done, deferred, or dead (with a notification), from the state of the mail's targets."""

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 from email.message import EmailMessage
-
-import pytest
+from typing import Any
 
 from gateway import contract
 from gateway.config import RouteSettings
+from gateway.fitting import ContentPolicy, fit_mail
 from gateway.mime import Mailbox, ParsedMail, parse_mail
 from gateway.request import (
-    EMPTY_BODY,
     FALLBACK_SENDER,
-    TRUNCATION_NOTE,
+    OMITTED_REFERENCE,
+    ORIGINAL_REFERENCE,
+    WITHOUT_ATTACHMENTS,
     StoredFile,
-    attachment_names,
     build_request,
     client_token,
 )
 from gateway.routing import TAG_ATTRIBUTE, Target
+from gateway.structure import Attachment
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="instance-1")
 TARGET = Target(ROUTE, "support@example.com")
 RAW = b"raw bytes of the mail"
 
 
-def build(mail: ParsedMail, target: Target = TARGET, **options: object) -> dict[str, object]:
-    request = build_request(mail, target, RAW, **options)  # type: ignore[arg-type]
+def build(mail: ParsedMail, target: Target = TARGET, **options: Any) -> dict[str, Any]:
+    request = build_request(fit_mail(mail, ContentPolicy()), target, RAW, **options)
     assert contract.violations(request) == []
     return request
 
@@ -110,34 +111,6 @@ def test_sender_falls_back_to_envelope_then_placeholder() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("mail", "body", "content_type"),
-    [
-        (ParsedMail(text_body="t", html_body="<p>h</p>"), "<p>h</p>", "text/html"),
-        (ParsedMail(text_body="t", html_body="  "), "t", "text/plain"),
-        (ParsedMail(), EMPTY_BODY, "text/plain"),
-        (ParsedMail(text_body="\n"), EMPTY_BODY, "text/plain"),
-    ],
-)
-def test_body_choice(mail: ParsedMail, body: str, content_type: str) -> None:
-    raw = build(mail)["EmailMessage"]["RawMessage"]  # type: ignore[index]
-    assert (raw["Body"], raw["ContentType"]) == (body, content_type)
-
-
-def test_long_body_is_cut_at_a_character_boundary_with_a_note() -> None:
-    body = "ü" * (3 * 1024 * 1024)  # 6 MiB of UTF-8
-    result = build(ParsedMail(text_body=body))["EmailMessage"]["RawMessage"]["Body"]  # type: ignore[index]
-    assert result.endswith(TRUNCATION_NOTE)
-    assert len(result.encode("utf-8")) <= contract.BODY_MAX_BYTES
-    assert set(result[: -len(TRUNCATION_NOTE)]) == {"ü"}
-
-
-def test_subject_is_one_line_within_998_characters() -> None:
-    raw = build(ParsedMail(subject="a\r\nb\x00c" + "x" * 2000))["EmailMessage"]["RawMessage"]  # type: ignore[index]
-    assert raw["Subject"].startswith("a b c")
-    assert len(raw["Subject"]) == 998
-
-
 def test_recipients_exclude_destination_and_stay_within_49() -> None:
     to = tuple(Mailbox(f"to{i}@example.org") for i in range(45)) + (Mailbox("SUPPORT@example.com"),)
     cc = tuple(Mailbox(f"cc{i}@example.org") for i in range(10)) + (Mailbox("to1@example.org"),)
@@ -157,22 +130,6 @@ def test_references_keep_the_most_recent_ids() -> None:
     assert kept[-1] == ids[-1] and kept == list(ids[-len(kept) :])
 
 
-def test_attachment_names() -> None:
-    long_name = "x" * 300 + ".pdf"
-    names = attachment_names(
-        ["a.pdf", "A.pdf", "bad\x07name\u202e.txt", "", "../etc/passwd", long_name, long_name]
-    )
-    assert names[0] == "a.pdf"
-    assert names[1] == "A (2).pdf"
-    assert names[2] == "bad name.txt"
-    assert names[3] == "attachment-4"
-    assert names[4] == "_etc_passwd"
-    assert len(names[5]) == 256 and names[5].endswith(".pdf")
-    assert len(names[6]) == 256 and names[6].endswith(" (2).pdf")
-    pattern = contract.limits().file_name_pattern
-    assert all(contract.matches(pattern, name) for name in names)
-
-
 def test_client_token_is_stable_and_specific() -> None:
     token = client_token(RAW, TARGET)
     assert token == client_token(RAW, Target(ROUTE, "SUPPORT@example.com"))  # addresses are case-insensitive
@@ -182,3 +139,44 @@ def test_client_token_is_stable_and_specific() -> None:
         RAW, Target(RouteSettings(match="*", instance_id="i-2"), "support@example.com")
     )
     assert len(token) <= 500
+
+
+def test_client_token_variant_is_its_own_and_stable() -> None:
+    plain = client_token(RAW, TARGET)
+    variant = client_token(RAW, TARGET, WITHOUT_ATTACHMENTS)
+    assert variant != plain
+    assert variant == client_token(RAW, TARGET, WITHOUT_ATTACHMENTS)
+
+
+def test_reply_to_as_sender_for_web_forms() -> None:
+    mail = ParsedMail(
+        sender=Mailbox("noreply@forms.example.com", "Web form"),
+        reply_to=(Mailbox("customer@client.test", "Real Customer"),),
+        text_body="x",
+    )
+    route = RouteSettings(match="*", instance_id="i", sender_from_reply_to=True)
+    assert build(mail, Target(route, "a@b.co"))["FromEmailAddress"] == {
+        "EmailAddress": "customer@client.test",
+        "DisplayName": "Real Customer",
+    }
+    assert build(mail)["FromEmailAddress"]["EmailAddress"] == "noreply@forms.example.com"
+
+
+def test_the_original_is_linked_and_what_was_left_out_is_named_within_4096_bytes() -> None:
+    route = RouteSettings(
+        match="*",
+        instance_id="i",
+        references={"Portal": {"Type": "URL", "Value": "https://p.example.com/" + "x" * 2900}},
+    )
+    attachments = tuple(Attachment(f"program-{n}.exe", "application/octet-stream", b"MZ") for n in range(200))
+    fitted = fit_mail(ParsedMail(text_body="x", attachments=attachments), ContentPolicy())
+    locator = "https://s3.console.aws.amazon.com/s3/object/bucket?region=us-east-1&prefix=inbound%2Fabc%2Foriginal.eml"
+    request = build_request(fitted, Target(route, "a@b.co"), RAW, original=locator)
+    references = request["References"]
+    assert references[ORIGINAL_REFERENCE] == {"Type": "URL", "Value": locator}
+    assert references["Portal"]["Type"] == "URL"
+    summary = references[OMITTED_REFERENCE]
+    assert summary["Type"] == "STRING"
+    assert summary["Value"].startswith("program-0.exe (file type .exe is not accepted); program-1.exe")
+    assert summary["Value"].endswith("...")
+    assert contract.violations(request) == []
