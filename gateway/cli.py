@@ -16,6 +16,7 @@ from gateway.attachments import DryRunStore
 from gateway.config import AttachmentSettings, AwsSettings, Settings, SmtpSettings, load_config
 from gateway.delivery import Deliverer, unique_targets
 from gateway.errors import ConfigError, RefusedError
+from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES
 from gateway.routing import Router, Target
 
 __all__ = ["main"]
@@ -56,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         help="address of the instance, e.g. *@example.com (repeatable)",
     )
 
+    emulate.add_argument(
+        "--file-types",
+        help="attachment file types the instance allows, comma-separated (.pdf,.png) or * "
+        "(default: Connect's default list)",
+    )
     for name, kind, help_text in (
         ("--error-rate", float, "share of calls answered 500 (half of them after the contact was made)"),
         ("--throttle-rps", float, "answer ThrottlingException beyond this many calls per second"),
@@ -153,7 +159,13 @@ async def _emulate(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise ConfigError(f"emulate: {error}") from None
-    server = EmulatorServer(EmulatedConnect(args.instance, args.address), FaultInjector(faults), s3)
+    file_types = None if args.file_types == "*" else CONNECT_DEFAULT_FILE_TYPES
+    if args.file_types and args.file_types != "*":
+        file_types = tuple(
+            "." + t.strip().lower().lstrip(".") for t in args.file_types.split(",") if t.strip()
+        )
+    connect = EmulatedConnect(args.instance, args.address, file_types=file_types)
+    server = EmulatorServer(connect, FaultInjector(faults), s3)
     await server.start(args.host, args.port)
     _say(f"Connect    http://{args.host}:{server.port}   (contacts at /_emulator/contacts)")
     try:

@@ -36,7 +36,19 @@ REPORT_TYPES = (
     "message/feedback-report",
 )
 MAX_DEPTH = 64  # deeper nesting than any real mail; a hostile one is read only this far (the rest is a file)
-_EXTENSIONS = {"text/calendar": ".ics", "message/rfc822": ".eml", "text/plain": ".txt", "image/jpeg": ".jpg"}
+# Names for parts that carry none: what a person would call the file.
+_UNNAMED = {
+    "text/calendar": "invite.ics",
+    "application/ics": "invite.ics",
+    "application/pgp-signature": "signature.asc",
+    "application/pkcs7-signature": "smime.p7s",
+    "application/x-pkcs7-signature": "smime.p7s",
+    "application/pkcs7-mime": "smime.p7m",
+    "text/plain": "text.txt",
+    "text/html": "page.html",
+    "text/rfc822-headers": "original-headers.txt",
+    "image/jpeg": "image.jpg",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +207,9 @@ def _read_tnef(part: Message, content: Content) -> None:
         content.attachments.append(Attachment(file.filename, file.content_type, file.data))
     if opened.rtf is not None:
         content.attachments.append(Attachment("body.rtf", "application/rtf", opened.rtf))
-    if not content.has_body:
-        content.html = _newlines(opened.html) if opened.html else None
+    if content.html is None and opened.html:  # Outlook's outer text/plain is a flat copy of this
+        content.html = _newlines(opened.html)
+    if content.text is None:
         text = opened.text or opened.rtf_as_text()
         content.text = _newlines(text) if text else None
 
@@ -214,9 +227,10 @@ def _as_file(part: Message, data: bytes, content_type: str | None = None) -> Att
     content_id = str(part.get("content-id") or "").strip().strip("<>") or None
     filename = _filename(part)
     if not filename:
-        extension = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
-        stem = (content_id or "").split("@")[0] or content_type.split("/")[0]
-        filename = f"{stem}{extension}"
+        known = _UNNAMED.get(content_type)
+        extension = mimetypes.guess_extension(content_type) or ".bin"
+        stem = (content_id or "").split("@")[0]
+        filename = f"{stem}{extension}" if stem else known or f"attachment{extension}"
     return Attachment(filename, content_type, data, content_id, inline=_disposition(part) == "inline")
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from gateway.aws import StaticCredentials
 from gateway.config import (
@@ -239,3 +241,29 @@ async def put_faults(emulator: EmulatorServer, **faults: float) -> None:
         http.put(f"{emulator.url}/_emulator/faults", json=faults) as r,
     ):
         assert r.status == 200, await r.text()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The corpus figures, when the corpus tests ran."""
+    from . import test_corpus
+
+    stats = test_corpus.STATS
+    if "messages" in stats:
+        terminalreporter.write_sep("-", "corpus")
+        terminalreporter.write_line(
+            f"{stats['messages']} mails: {stats['exceptions']} exceptions, {stats['valid']} requests within "
+            f"every constraint of the Connect model, {stats['preserved']} of {stats['attachments']} "
+            "attachments byte-for-byte preserved"
+        )
+    if "parse_command_files" in stats:
+        terminalreporter.write_line(
+            f"mail-gateway parse: a valid request for {stats['parse_command_files']} files"
+        )
+
+
+# Hypothesis: bounded for CI and daily runs; HYPOTHESIS_PROFILE=thorough for a long search.
+hypothesis_settings.register_profile(
+    "bounded", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile("thorough", max_examples=5000, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bounded"))

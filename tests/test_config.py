@@ -122,6 +122,36 @@ def test_settings_are_frozen() -> None:
         (config(attachments={"bucket": "b-1", "kms_key_id": "k"}), "attachments.kms_key_id:"),
         ({"routes": MINIMAL["routes"]}, "[attachments]: this section is required"),
         (config(extra={}), "extra: unknown key"),
+        (
+            config(attachments={"bucket": "b-1", "allowed_file_types": "pdf"}),
+            "attachments.allowed_file_types:",
+        ),
+        (
+            config(attachments={"bucket": "b-1", "max_file_size": "lots"}),
+            "attachments.max_file_size: must be a size",
+        ),
+        (config(attachments={"bucket": "b-1", "store_original": "never"}), "attachments.store_original:"),
+        (config(message={"prefer_body": "rtf"}), 'message.prefer_body: must be "html" or "text"'),
+        (config(queue={"mode": "fast"}), 'queue.mode: must be "spool" or "sync"'),
+        (config(queue={"max_age": "forever"}), "queue.max_age: must be a duration"),
+        (config(queue={"retry_initial": "1h", "retry_max": "1m"}), "queue.retry_max: must not be shorter"),
+        (config(queue={"smarthost": "nohost"}), "queue.smarthost: must be host:port"),
+        (
+            config(routes=[{"match": "a@example.com", "instance_id": "i", "sender_from_reply_to": "yes"}]),
+            "routes[0].sender_from_reply_to: must be true or false",
+        ),
+        (
+            config(
+                routes=[
+                    {
+                        "match": "a@example.com",
+                        "instance_id": "i",
+                        "references": {f"k{n}": {"Type": "STRING", "Value": "x" * 700} for n in range(5)},
+                    }
+                ]
+            ),
+            "routes[0].references: at most 3072 bytes in all",
+        ),
     ],
 )
 def test_bad_values_name_their_key(document: dict[str, Any], expected: str) -> None:
@@ -164,3 +194,25 @@ def test_load_config_reports_unreadable_and_invalid_files(tmp_path: Path) -> Non
 )
 def test_split_host_port(text: str, expected: tuple[str, int]) -> None:
     assert split_host_port(text) == expected
+
+
+def test_content_and_queue_settings() -> None:
+    settings = parse_config(
+        config(
+            attachments={
+                "bucket": "b-1",
+                "allowed_file_types": ["PDF", ".eml", "ics"],
+                "max_file_size": "5MiB",
+            },
+            message={"prefer_body": "text"},
+            queue={"mode": "sync", "max_age": "2d", "retry_initial": "250ms", "smarthost": "relay.local:25"},
+        )
+    )
+    assert settings.attachments.allowed_file_types == (".eml", ".ics", ".pdf")
+    assert settings.attachments.max_file_size == 5 * 1024 * 1024
+    assert settings.content_policy.prefer_body == "text"
+    assert settings.queue.max_age == 2 * 86400
+    assert settings.queue.retry_initial == 0.25
+    assert settings.queue.smarthost == ("relay.local", 25)
+    anything = parse_config(config(attachments={"bucket": "b-1", "allowed_file_types": ["*"]}))
+    assert anything.content_policy.allowed_file_types is None

@@ -3,13 +3,16 @@
 Idempotency as the service does it: the same ClientToken with the same request gives the same ContactId
 and no new contact; the same token with a different request is a 409 IdempotencyException. By default any
 instance and destination are accepted; given instances or address patterns, the emulator is strict:
-an unknown instance is a 404, a destination that is not an address of the instance a 400.
+an unknown instance is a 404, a destination that is not an address of the instance a 400. Attachments
+must be of the instance's allowed file types (Connect's default list unless told otherwise), else a 400
+with the Reason INVALID_FILE_TYPE, as Connect answers.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway import contract
+from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES
 
 __all__ = ["Answer", "AttachmentFetch", "Contact", "EmulatedConnect"]
 
@@ -90,9 +94,12 @@ class EmulatedConnect:
         instances: Iterable[str] = (),
         addresses: Iterable[str] = (),
         on_contact: Callable[[Contact], None] | None = None,
+        file_types: Iterable[str] | None = CONNECT_DEFAULT_FILE_TYPES,
     ) -> None:
         self.instances = frozenset(instances)
         self.addresses = tuple(a.casefold() for a in addresses)
+        # Connect accepts attachments of the instance's allowed types only; None: every type.
+        self.file_types = None if file_types is None else frozenset(t.lower() for t in file_types)
         self.contacts: dict[str, Contact] = {}
         self.calls: deque[dict[str, Any]] = deque(maxlen=MAX_CALLS_KEPT)
         self._tokens: dict[str, tuple[str, str]] = {}  # ClientToken -> (fingerprint, ContactId)
@@ -144,6 +151,11 @@ class EmulatedConnect:
         if self.addresses and not self.is_address(destination):
             message = f"DestinationEmailAddress {destination} is not an email address of instance {instance}"
             return Answer.failure(400, "InvalidRequestException", message), None
+        refused = self._refused_file(request.get("Attachments", []))
+        if refused is not None:
+            message = f"The file type of {refused} is not allowed for this instance"
+            reason = {"AttachedFileInvalidRequestExceptionReason": "INVALID_FILE_TYPE"}
+            return Answer.failure(400, "InvalidRequestException", message, Reason=reason), None
         token = request.get("ClientToken")
         fingerprint = _fingerprint(request)
         if token is not None and token in self._tokens:
@@ -160,6 +172,15 @@ class EmulatedConnect:
         if token is not None:
             self._tokens[token] = (fingerprint, contact.contact_id)
         return Answer(200, {"ContactId": contact.contact_id}), contact
+
+    def _refused_file(self, attachments: list[dict[str, Any]]) -> str | None:
+        if self.file_types is None:
+            return None
+        for attachment in attachments:
+            name = str(attachment["FileName"])
+            if os.path.splitext(name)[1].lower() not in self.file_types:
+                return name
+        return None
 
     def is_address(self, address: str) -> bool:
         """Whether the instance has that address (patterns such as ``*@example.com`` allowed)."""
