@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         "--all-dead", action="store_true", help="with retry: every mail in the dead-letter area"
     )
 
+    passwd = commands.add_parser("passwd", help="print a credentials-file line (user:bcrypt-hash) for [auth]")
+    passwd.add_argument("user")
+    passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
+
     parse = commands.add_parser("parse", help="print the StartEmailContact request(s) a mail file would make")
     parse.add_argument("file", type=Path)
     parse.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeatable)")
@@ -106,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "queue":
             return _queue(args)
+        if args.command == "passwd":
+            return _passwd(args)
         return _parse(args)
     except ConfigError as error:
         print(f"mail-gateway: {error}", file=sys.stderr)
@@ -174,6 +180,24 @@ async def _emulate(args: argparse.Namespace) -> None:
         await server.stop()
         if s3 is not None:
             s3.stop()
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from gateway.credentials import hash_password
+
+    if ":" in args.user or not args.user.strip():
+        print("mail-gateway: a user name may not be empty or contain ':'", file=sys.stderr)
+        return 2
+    password = (
+        sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"Password for {args.user}: ")
+    )
+    if not password:
+        print("mail-gateway: an empty password is not allowed", file=sys.stderr)
+        return 2
+    print(f"{args.user}:{hash_password(password)}")
+    return 0
 
 
 def _queue(args: argparse.Namespace) -> int:

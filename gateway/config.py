@@ -17,18 +17,35 @@ from typing import Any
 
 from gateway import contract
 from gateway.addresses import AddressError, parse_address
+from gateway.config_frontdoor import (
+    AccessSettings,
+    AuthSettings,
+    AutomaticSettings,
+    LimitSettings,
+    TlsSettings,
+    parse_access,
+    parse_auth,
+    parse_automatic,
+    parse_limits,
+    parse_tls,
+)
 from gateway.config_table import Table, split_host_port
 from gateway.errors import ConfigError
 from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES, ContentPolicy
 
 __all__ = [
+    "AccessSettings",
     "AttachmentSettings",
+    "AuthSettings",
+    "AutomaticSettings",
     "AwsSettings",
+    "LimitSettings",
     "MessageSettings",
     "QueueSettings",
     "RouteSettings",
     "Settings",
     "SmtpSettings",
+    "TlsSettings",
     "load_config",
     "parse_config",
     "split_host_port",
@@ -114,6 +131,11 @@ class Settings:
     routes: tuple[RouteSettings, ...]
     queue: QueueSettings = field(default_factory=QueueSettings)
     message: MessageSettings = field(default_factory=MessageSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    automatic: AutomaticSettings = field(default_factory=AutomaticSettings)
 
     @property
     def content_policy(self) -> ContentPolicy:
@@ -147,8 +169,25 @@ def parse_config(document: Mapping[str, Any]) -> Settings:
     routes = _routes(top.array("routes"))
     queue = _queue(top.table("queue"))
     message = _message(top.table("message"))
+    tls = parse_tls(top.table("tls"))
+    auth = parse_auth(top.table("auth"), tls)
+    access = parse_access(top.table("access"), auth)
+    limits = parse_limits(top.table("limits"), smtp.max_message_size)
+    automatic = parse_automatic(top.table("automatic"))
     top.done()
-    return Settings(smtp=smtp, aws=aws, attachments=attachments, routes=routes, queue=queue, message=message)
+    return Settings(
+        smtp=smtp,
+        aws=aws,
+        attachments=attachments,
+        routes=routes,
+        queue=queue,
+        message=message,
+        tls=tls,
+        auth=auth,
+        access=access,
+        limits=limits,
+        automatic=automatic,
+    )
 
 
 def _positive(value: float) -> str | None:

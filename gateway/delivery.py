@@ -19,6 +19,7 @@ from gateway.connect import ContactStarter
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
 from gateway.fitting import ContentPolicy, FittedMail, fit_mail
 from gateway.mime import parse_mail
+from gateway.queue import MailQueue, park_in
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
 from gateway.routing import Target
@@ -209,11 +210,18 @@ class DeliverNow:
     A 4xx answer makes the client retry later; the retry is idempotent thanks to the ClientToken.
     """
 
-    def __init__(self, deliverer: Deliverer) -> None:
+    def __init__(self, deliverer: Deliverer, parking: MailQueue | None = None) -> None:
         self._deliverer = deliverer
+        self._parking = parking
 
     def room_for(self, size: int) -> Reply | None:
         return None  # nothing is stored
+
+    async def park(self, mail: ReceivedMail) -> Reply:
+        """Automatic mail under the ``drop`` policy: kept in the spool, never destroyed."""
+        if self._parking is None:  # the service opens the spool whenever the policy is "drop"
+            return Replies.LOCAL_ERROR
+        return await park_in(self._parking, mail)
 
     async def accept(self, mail: ReceivedMail) -> Reply:
         outcomes = await self._deliverer.deliver(mail.raw, mail.targets, mail.sender)

@@ -25,7 +25,7 @@ from gateway.replies import Replies, Reply
 from gateway.smtp import ReceivedMail
 from gateway.spool import QueuedMail, Spool
 
-__all__ = ["LocalQueue", "MailQueue", "SpoolIntake"]
+__all__ = ["LocalQueue", "MailQueue", "SpoolIntake", "park_in"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ LOCK_FILE = "gateway.lock"
 
 class MailQueue(Protocol):
     async def put(self, mail: ReceivedMail) -> str: ...
+    async def park(self, mail: ReceivedMail) -> str: ...
     async def claim(self) -> QueuedMail | None: ...
     async def get(self, mail_id: str) -> QueuedMail | None: ...
     async def next_due(self) -> float | None: ...
@@ -118,6 +119,10 @@ class LocalQueue:
                 if not future.done():
                     future.set_result(queue_id)
 
+    async def park(self, mail: ReceivedMail) -> str:
+        """Keep an automatic mail without delivering it; ``queue retry`` sends it on after all."""
+        return await self._call(Spool.put, mail, None, "parked")
+
     async def claim(self) -> QueuedMail | None:
         return await self._call(Spool.claim)
 
@@ -195,3 +200,17 @@ class SpoolIntake:
             return Replies.NO_ROOM if "full" in str(error) else Replies.LOCAL_ERROR
         self._on_queued()
         return Replies.QUEUED.format(queue_id=queue_id)
+
+    async def park(self, mail: ReceivedMail) -> Reply:
+        return await park_in(self._queue, mail)
+
+
+async def park_in(queue: MailQueue, mail: ReceivedMail) -> Reply:
+    """The ``drop`` policy for automatic mail: kept in the spool as ``parked``, never destroyed."""
+    try:
+        queue_id = await asyncio.shield(queue.park(mail))
+    except sqlite3.OperationalError as error:
+        log.error("could not write to the spool: %s", error)
+        return Replies.LOCAL_ERROR
+    log.info("automatic mail from %s parked as %s", mail.peer, queue_id)
+    return Replies.PARKED.format(queue_id=queue_id)

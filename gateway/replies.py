@@ -40,7 +40,10 @@ class Replies:
     """Named replies. ``{placeholders}`` are filled with :meth:`Reply.format`."""
 
     # 2xx: success
+    OK = Reply(250, "2.0.0", "OK")
     SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+    AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+    PARKED = Reply(250, "2.0.0", "Accepted as automatic mail: kept, not delivered ({queue_id})")
     RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
     DELIVERED = Reply(250, "2.0.0", "Delivered to Amazon Connect as contact {contacts}")
     QUEUED = Reply(250, "2.0.0", "Queued as {queue_id}")
@@ -53,9 +56,28 @@ class Replies:
     UNAVAILABLE = Reply(451, "4.4.1", "Amazon Connect could not be reached; please try again later")
     MISCONFIGURED = Reply(451, "4.3.5", "This gateway has a configuration problem; please try again later")
     LOCAL_ERROR = Reply(451, "4.3.0", "Temporary local problem; please try again later")
+    TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; please try again later")
+    TOO_MANY_CLIENT_CONNECTIONS = Reply(
+        421, "4.7.0", "Too many connections from your address; try again later"
+    )
+    TIMEOUT = Reply(421, "4.4.2", "Timeout: closing the connection")
+    TOO_MANY_MAILS = Reply(450, "4.7.1", "Too many mails from your address; please slow down")
+    TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the others in another transaction")
+    AUTH_BLOCKED = Reply(454, "4.7.0", "Too many failed authentications; please try again later")
     NO_ROOM = Reply(452, "4.3.1", "Insufficient system storage; please try again later")
 
     # 5xx: syntax and sequence
+    BAD_CHARACTERS = Reply(500, "5.5.2", "Syntax error: NUL or CR characters in the command line")
+    HELO_SYNTAX = Reply(501, "5.5.4", "Syntax: EHLO hostname")
+    AUTH_SYNTAX = Reply(501, "5.5.2", "The authentication data is not valid base64")
+    AUTH_ABORTED = Reply(501, "5.7.0", "Authentication aborted")
+    AUTH_UNAVAILABLE = Reply(502, "5.5.1", "Authentication is not offered here")
+    AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
+    ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
+    AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+    TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+    AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+    ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
     HELO_FIRST = Reply(503, "5.5.1", "Send EHLO or HELO first")
     NESTED_MAIL = Reply(503, "5.5.1", "Sender already given; send RSET to start over")
     MAIL_FIRST = Reply(503, "5.5.1", "Send MAIL FROM first")
@@ -70,6 +92,15 @@ class Replies:
     # 5xx: policy
     UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "No mailbox {address} here")
     RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied: this gateway does not accept mail for {address}")
+    NETWORK_REFUSED = Reply(554, "5.7.1", "This gateway does not accept connections from your network")
+    SENDER_REFUSED = Reply(550, "5.7.1", "This sender is not accepted here")
+    AUTOMATIC_REFUSED = Reply(550, "5.7.1", "Automatic replies, bounces and list mail are not accepted here")
+    TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops ({count} Received headers): a mail loop?")
+    LOOP = Reply(554, "5.4.6", "Mail loop: this message has already passed through this gateway")
+    HEADER_TOO_BIG = Reply(
+        552, "5.3.4", "The header section is larger than the {limit} bytes this gateway accepts"
+    )
+    TOO_MANY_PARTS = Reply(554, "5.6.0", "The message has more than {limit} MIME parts")
     TOO_BIG = Reply(552, "5.3.4", "Message too big: this gateway accepts at most {limit} bytes")
     LINE_TOO_LONG = Reply(
         552, "5.3.4", "A line of this message is longer than the {limit} bytes this gateway accepts"

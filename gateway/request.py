@@ -17,6 +17,7 @@ from gateway import contract
 from gateway.fitting import FittedMail, clean_line
 from gateway.mime import Mailbox, ParsedMail
 from gateway.routing import TAG_ATTRIBUTE, Target
+from gateway.screening import AUTOMATIC_ATTRIBUTE, classify
 
 __all__ = [
     "FALLBACK_SENDER",
@@ -65,7 +66,7 @@ def build_request(
     target: Target,
     raw: bytes,
     files: Sequence[StoredFile] = (),
-    envelope_sender: str = "",
+    envelope_sender: str | None = None,
     related_contact_id: str | None = None,
     original: str | None = None,
     variant: str = "",
@@ -97,6 +98,9 @@ def build_request(
     if files:
         request["Attachments"] = [{"FileName": f.filename, "S3Url": f.url} for f in files]
     attributes = dict(route.attributes)
+    automatic = classify(mail.headers, envelope_sender)
+    if automatic != "no":
+        attributes[AUTOMATIC_ATTRIBUTE] = automatic
     if target.tag:
         attributes[TAG_ATTRIBUTE] = target.tag
     optional = {
@@ -157,7 +161,7 @@ def _mailbox(mailbox: Mailbox) -> dict[str, str]:
     return info
 
 
-def _sender(mail: ParsedMail, envelope_sender: str, from_reply_to: bool) -> dict[str, str]:
+def _sender(mail: ParsedMail, envelope_sender: str | None, from_reply_to: bool) -> dict[str, str]:
     """The customer: Reply-To when the route says so (web forms send from noreply@), else From; else the
     envelope sender; else a documented placeholder (Connect needs one)."""
     candidates = [*mail.reply_to[:1]] if from_reply_to else []

@@ -1,6 +1,6 @@
 """The running gateway, assembled: AWS clients, the queue and its workers, routing and the SMTP front door.
 
-Shutdown runs in reverse: the listener closes first (no new mail), the workers get their grace period to
+Shutdown runs in reverse: the listeners close first (no new mail), the workers get their grace period to
 finish deliveries under way, then the spool and the AWS clients close.
 """
 
@@ -10,15 +10,18 @@ import logging
 from contextlib import AsyncExitStack
 from types import TracebackType
 
+from gateway.admission import Admission
 from gateway.attachments import S3AttachmentStore
 from gateway.aws import AwsClients, StaticCredentials
 from gateway.config import Settings
 from gateway.connect import ConnectContacts
+from gateway.credentials import Credentials
 from gateway.delivery import Deliverer, DeliverNow
 from gateway.governor import Governor
 from gateway.queue import LocalQueue, SpoolIntake
 from gateway.routing import Router
-from gateway.smtp import MailSink, SmtpServer
+from gateway.smtp import FrontDoor, MailSink, SmtpServer
+from gateway.tls import CertificateReloader, server_context
 from gateway.workers import DeliveryWorkers
 
 __all__ = ["Gateway"]
@@ -35,6 +38,7 @@ class Gateway:
         self._stack = AsyncExitStack()
         self.smtp: SmtpServer | None = None
         self.queue: LocalQueue | None = None
+        self.admission = Admission(settings.access, settings.limits, settings.auth)
 
     async def __aenter__(self) -> Gateway:
         try:
@@ -43,6 +47,14 @@ class Gateway:
             await self._stack.aclose()
             raise
         return self
+
+    async def _open_queue(self) -> LocalQueue:
+        queue = LocalQueue(self.settings.queue.path)
+        recovered = await queue.open()
+        self._stack.push_async_callback(queue.close)
+        if recovered:
+            log.info("resuming %d mail(s) that were being delivered when the gateway stopped", recovered)
+        return queue
 
     async def _start(self) -> None:
         settings = self.settings
@@ -54,11 +66,7 @@ class Gateway:
         sink: MailSink
         workers: DeliveryWorkers | None = None
         if settings.queue.mode == "spool":
-            self.queue = LocalQueue(settings.queue.path)
-            recovered = await self.queue.open()
-            self._stack.push_async_callback(self.queue.close)
-            if recovered:
-                log.info("resuming %d mail(s) that were being delivered when the gateway stopped", recovered)
+            self.queue = await self._open_queue()
             workers = DeliveryWorkers(
                 self.queue,
                 deliverer,
@@ -70,10 +78,29 @@ class Gateway:
             self._stack.push_async_callback(workers.stop)
             sink = SpoolIntake(self.queue, settings.queue.min_free_disk, workers.wake)
         else:
-            sink = DeliverNow(deliverer)
-        self.smtp = SmtpServer(settings.smtp, Router(settings.routes), sink)
+            if settings.automatic.policy == "drop":  # parked mail needs the spool, even in sync mode
+                self.queue = await self._open_queue()
+            sink = DeliverNow(deliverer, self.queue)
+        tls_context = server_context(settings.tls) if settings.tls.enabled else None
+        door = FrontDoor(
+            smtp=settings.smtp,
+            limits=settings.limits,
+            router=Router(settings.routes),
+            sink=sink,
+            admission=self.admission,
+            tls_context=tls_context,
+            require_tls=settings.tls.require_tls,
+            credentials=Credentials.load(settings.auth.credentials) if settings.auth.credentials else None,
+            automatic_policy=settings.automatic.policy,
+            proxy_protocol=settings.access.proxy_protocol,
+        )
+        self.smtp = SmtpServer(door, settings.tls.implicit_listen)
         await self.smtp.start()
         self._stack.push_async_callback(self.smtp.stop)
+        if tls_context is not None:
+            reloader = CertificateReloader(tls_context, settings.tls)
+            reloader.start()
+            self._stack.push_async_callback(reloader.stop)
         if workers is not None:
             workers.start()
 

@@ -1,34 +1,58 @@
-"""The SMTP front door: aiosmtpd's protocol with the gateway's own MAIL, RCPT and DATA.
+"""The SMTP front door: aiosmtpd's protocol with the gateway's own MAIL, RCPT, DATA and AUTH.
 
-aiosmtpd runs the session (greeting, EHLO, RSET, NOOP, QUIT, timeouts); the commands that decide what
-the gateway accepts are written here so that every refusal uses a reply from :mod:`gateway.replies`.
-Recipients are routed at RCPT time, so a mail that is accepted is already known to be deliverable, and the
-accepted mail goes to a :class:`MailSink` (delivered at once, or spooled).
+aiosmtpd runs the session (greeting, EHLO, STARTTLS, RSET, NOOP, QUIT, PROXY); the commands that decide
+what the gateway accepts are written here so that every refusal is a reply from :mod:`gateway.replies`,
+with its enhanced status code. In order, a connection meets: the PROXY header from a trusted load balancer
+(if configured), :class:`~gateway.admission.Admission` at the greeting (networks, connection counts),
+``require_tls`` and AUTH at MAIL, the sender policy and the per-client mail rate, routing at RCPT (a mail
+that is accepted is already known to be deliverable), the recipient limit, then the DATA reader
+(:mod:`gateway.smtp_data`) and :mod:`gateway.screening` (loops, sizes, automatic mail). The accepted mail
+goes to a :class:`MailSink` (delivered at once, or spooled).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
+import re
+import ssl
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.proxy_protocol import ProxyData
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from gateway.addresses import AddressError, Path, parse_address, parse_path
+from gateway.admission import Admission
 from gateway.config import SmtpSettings
+from gateway.config_frontdoor import LimitSettings
+from gateway.credentials import Credentials
 from gateway.errors import RefusedError
 from gateway.replies import Replies, Reply
 from gateway.routing import Router, Target
+from gateway.screening import screen
 from gateway.smtp_data import read_data
 
-__all__ = ["MailSink", "ReceivedMail", "SmtpServer"]
+__all__ = ["FrontDoor", "MailSink", "ReceivedMail", "SmtpServer"]
 
 log = logging.getLogger(__name__)
 
 IDENT = "ESMTP Amazon Connect mail gateway"
-MAX_LINE_BYTES = 64 * 1024  # long content lines are real (Outlook HTML, unwrapped base64)
-COMMAND_TIMEOUT_SECONDS = 300
+PROXY_TIMEOUT_SECONDS = 10.0
+_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}( |$)")
+# aiosmtpd's own replies, as this gateway says them (with RFC 3463 codes: ENHANCEDSTATUSCODES is offered).
+_AIOSMTPD_REPLIES = {
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "221 Bye": "221 2.0.0 Bye",
+    "250 OK": "250 2.0.0 OK",
+    "454 TLS not available": "454 4.7.0 TLS not available",
+    "501 Syntax: STARTTLS": "501 5.5.4 Syntax: STARTTLS",
+    "502 EXPN not implemented": "502 5.5.1 EXPN not implemented",
+    "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
+}
+_GENERIC_STATUS = {"2": "2.0.0", "3": "", "4": "4.0.0", "5": "5.5.2"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,26 @@ class MailSink(Protocol):
         """Take responsibility for the mail (or not) and return the reply to DATA."""
         ...
 
+    async def park(self, mail: ReceivedMail) -> Reply:
+        """Keep an automatic mail without delivering it (the ``drop`` policy): counted, inspectable."""
+        ...
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """What every connection shares: settings, routing, the sink, admission, TLS and credentials."""
+
+    smtp: SmtpSettings
+    limits: LimitSettings
+    router: Router
+    sink: MailSink
+    admission: Admission
+    tls_context: ssl.SSLContext | None = None
+    require_tls: bool = False
+    credentials: Credentials | None = None
+    automatic_policy: str = "forward"
+    proxy_protocol: bool = False
+
 
 class _Envelope(Envelope):
     def __init__(self) -> None:
@@ -70,15 +114,55 @@ def _parameters(text: str) -> dict[str, str] | None:
     return result
 
 
+def _command_path(arg: str | None, keyword: str) -> tuple[Path, dict[str, str]] | None:
+    """``FROM:<a@b> SIZE=1`` into the path and its parameters; None when the syntax is wrong."""
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        return None
+    try:
+        path = parse_path(arg[len(keyword) :])
+    except AddressError:
+        return None
+    parameters = _parameters(path.parameters)
+    return None if parameters is None else (path, parameters)
+
+
+def _bad_characters(arg: str | None) -> bool:
+    return arg is not None and ("\x00" in arg or "\r" in arg)
+
+
+def _valid_helo(name: str) -> bool:
+    return (
+        bool(name) and len(name) <= 255 and not any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in name)
+    )
+
+
 class _Hooks:
     """The aiosmtpd handler: only what the protocol subclass does not do itself."""
+
+    def __init__(self, door: FrontDoor) -> None:
+        self._door = door
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        assert isinstance(server, GatewaySMTP)
+        lines = [r for r in responses[:-1] if not r.startswith("250-AUTH")]
         # aiosmtpd reads commands one by one from a stream, so pipelined commands already work.
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        if self._door.credentials is not None and server.secure():
+            lines.append("250-AUTH LOGIN PLAIN")
+        return [*lines, responses[-1]]
+
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: Envelope, proxy: ProxyData
+    ) -> bool:
+        """Only the configured load balancers may say who the client really is."""
+        peer = str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
+        if not self._door.admission.proxy_trusted(peer):
+            log.warning("PROXY header from %s, which is not a trusted load balancer: connection closed", peer)
+            return False
+        return bool(proxy.valid)
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("unexpected error in an SMTP session")
@@ -86,21 +170,26 @@ class _Hooks:
 
 
 class GatewaySMTP(SMTP):
-    def __init__(self, settings: SmtpSettings, router: Router, sink: MailSink, **options: Any) -> None:
-        self.line_length_limit = MAX_LINE_BYTES + 2  # read by SMTP.__init__ for its stream reader
+    def __init__(self, door: FrontDoor, *, implicit_tls: bool = False, **options: Any) -> None:
+        limits = door.limits
+        self.line_length_limit = limits.max_line_length + 2  # read by SMTP.__init__ for its stream reader
         super().__init__(
-            _Hooks(),
-            data_size_limit=settings.max_message_size,
+            _Hooks(door),
+            data_size_limit=door.smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
-            hostname=settings.hostname,
+            hostname=door.smtp.hostname,
             ident=IDENT,
-            timeout=COMMAND_TIMEOUT_SECONDS,
+            timeout=limits.command_timeout,
+            tls_context=None if implicit_tls else door.tls_context,
+            require_starttls=False,  # require_tls is enforced at MAIL, with the reply RFC 3207 names
+            auth_require_tls=True,
+            proxy_protocol_timeout=PROXY_TIMEOUT_SECONDS if door.proxy_protocol else None,
             **options,
         )
-        self._settings = settings
-        self._router = router
-        self._sink = sink
+        self._door = door
+        self._implicit_tls = implicit_tls
+        self._client: str | None = None  # the real client: after PROXY, the address the balancer gave
 
     def _create_envelope(self) -> _Envelope:
         return _Envelope()
@@ -110,26 +199,98 @@ class GatewaySMTP(SMTP):
         assert isinstance(self.envelope, _Envelope)
         return self.envelope
 
+    def secure(self) -> bool:
+        return self._implicit_tls or self._tls_protocol is not None
+
+    def client_address(self) -> str:
+        return self._client or ""
+
+    def _greeted(self) -> bool:
+        return self.session is not None and bool(self.session.host_name)
+
     async def _reply(self, reply: Reply) -> None:
         await self.push(str(reply))
 
+    # -- the session's edges: greeting, replies, timeouts, the end --------------------------------------
+
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if self._client is None and text.startswith("220 "):  # the greeting: admission first
+            refusal = self._admit()
+            if refusal is not None:
+                await super().push(str(refusal))
+                assert self.transport is not None
+                self.transport.close()
+                return
+        elif not text.startswith(("220 ", "250-", "334 ")) and not _ENHANCED.match(text):
+            text = _AIOSMTPD_REPLIES.get(text) or f"{text[:3]} {_GENERIC_STATUS.get(text[:1], '')} {text[4:]}"
+        await super().push(text)
+
+    def _admit(self) -> Reply | None:
+        assert self.session is not None
+        proxy = self.session.proxy_data
+        if proxy is not None and proxy.src_addr is not None:
+            self._client = str(proxy.src_addr)
+        else:
+            peer = self.session.peer
+            self._client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        refusal = self._door.admission.open(self._client)
+        if refusal is not None:
+            log.info("connection from %s refused: %s", self._client, refusal)
+            self._client = ""  # refused: nothing to release at the end
+        return refusal
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._client:
+            self._door.admission.close(self._client)
+            self._client = ""
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        """A client that stays silent (or dribbles a slow-loris DATA) is told, then disconnected."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(f"{Replies.TIMEOUT}\r\n".encode())
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
     def _reset_envelope(self) -> None:
         self.envelope = self._create_envelope()
+
+    # -- commands ---------------------------------------------------------------------------------------
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if _valid_helo(hostname):
+            await super().smtp_EHLO(hostname)
+        else:
+            await self._reply(Replies.HELO_SYNTAX)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if _valid_helo(hostname):
+            await super().smtp_HELO(hostname)
+        else:
+            await self._reply(Replies.HELO_SYNTAX)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         await self._reply(self._mail(arg))
 
     def _mail(self, arg: str | None) -> Reply:
         envelope = self._envelope()
+        door = self._door
+        if _bad_characters(arg):
+            return Replies.BAD_CHARACTERS
         if not self._greeted():
             return Replies.HELO_FIRST
         if envelope.mail_from is not None:
             return Replies.NESTED_MAIL
+        if door.require_tls and not self.secure():
+            return Replies.TLS_REQUIRED
+        assert self.session is not None
+        if door.admission.needs_auth(self.client_address()) and not self.session.authenticated:
+            return Replies.AUTH_REQUIRED
         parsed = _command_path(arg, "FROM:")
         if parsed is None:
             return Replies.MAIL_SYNTAX
         path, parameters = parsed
-        refusal = self._mail_parameters(parameters) or self._sink.room_for(int(parameters.get("SIZE") or 0))
+        refusal = self._mail_parameters(parameters) or door.sink.room_for(int(parameters.get("SIZE") or 0))
         if refusal:
             return refusal
         if path.mailbox:
@@ -137,25 +298,29 @@ class GatewaySMTP(SMTP):
                 parse_address(path.mailbox)
             except AddressError as error:
                 return Replies.BAD_SENDER.format(address=f"<{path.mailbox}>", reason=error)
+        refusal = door.admission.sender(path.mailbox) or door.admission.mail(self.client_address())
+        if refusal:
+            return refusal
         envelope.mail_from = path.mailbox
         envelope.mail_options = [f"{k}={v}" if v else k for k, v in parameters.items()]
         envelope.smtp_utf8 = "SMTPUTF8" in parameters
         return Replies.SENDER_OK
 
     def _mail_parameters(self, parameters: dict[str, str]) -> Reply | None:
+        limit = self._door.smtp.max_message_size
         for name, value in parameters.items():
             if name == "SIZE":
                 if not value.isdigit():
                     return Replies.PARAMETER_INVALID.format(parameter=name)
-                if int(value) > self._settings.max_message_size:
-                    return Replies.TOO_BIG.format(limit=self._settings.max_message_size)
+                if int(value) > limit:
+                    return Replies.TOO_BIG.format(limit=limit)
             elif name == "BODY":
                 if value.upper() not in ("7BIT", "8BITMIME"):
                     return Replies.PARAMETER_INVALID.format(parameter=name)
             elif name == "SMTPUTF8":
                 if value:
                     return Replies.PARAMETER_INVALID.format(parameter=name)
-            else:
+            elif name != "AUTH":  # RFC 4954's AUTH=<> from relays that authenticated us: ignored
                 return Replies.PARAMETER_UNKNOWN.format(parameter=name)
         return None
 
@@ -164,6 +329,8 @@ class GatewaySMTP(SMTP):
 
     def _rcpt(self, arg: str | None) -> Reply:
         envelope = self._envelope()
+        if _bad_characters(arg):
+            return Replies.BAD_CHARACTERS
         if not self._greeted():
             return Replies.HELO_FIRST
         if envelope.mail_from is None:
@@ -174,10 +341,12 @@ class GatewaySMTP(SMTP):
         path, parameters = parsed
         if parameters:
             return Replies.PARAMETER_UNKNOWN.format(parameter=next(iter(parameters)))
+        if len(envelope.rcpt_tos) >= self._door.limits.max_recipients:
+            return Replies.TOO_MANY_RECIPIENTS
         if path.source_route:
             return Replies.RELAY_DENIED.format(address=f"<{path.mailbox}>")
         try:
-            target = self._router.resolve(parse_address(path.mailbox))
+            target = self._door.router.resolve(parse_address(path.mailbox))
         except AddressError as error:
             return Replies.BAD_RECIPIENT.format(address=f"<{path.mailbox}>", reason=error)
         except RefusedError as refusal:
@@ -192,13 +361,17 @@ class GatewaySMTP(SMTP):
             await self._reply(refusal)
             return
         envelope = self._envelope()
+        door = self._door
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data_timeout = door.limits.data_timeout
+        self._reset_timeout(data_timeout)
         result = await read_data(
             self._reader,
-            max_size=self._settings.max_message_size,
-            max_line=MAX_LINE_BYTES,
-            on_progress=self._reset_timeout,
+            max_size=door.smtp.max_message_size,
+            max_line=door.limits.max_line_length,
+            on_progress=lambda: self._reset_timeout(data_timeout),
         )
+        self._reset_timeout()
         self._reset_envelope()
         if result.refusal is not None:
             await self._reply(result.refusal)
@@ -210,10 +383,23 @@ class GatewaySMTP(SMTP):
             recipients=tuple(envelope.rcpt_tos),
             targets=tuple(envelope.targets),
             raw=result.content,
-            peer=str(self.session.peer),
+            peer=self.client_address(),
             helo=self.session.host_name or "",
         )
-        await self._reply(await self._sink.accept(mail))
+        await self._reply(await self._take(mail))
+
+    async def _take(self, mail: ReceivedMail) -> Reply:
+        """The screening's verdict, then the automatic-mail policy, then the sink."""
+        door = self._door
+        screening = screen(mail.raw, mail.sender, door.limits, door.smtp.hostname)
+        if screening.refusal is not None:
+            log.info("mail from %s refused: %s", mail.peer, screening.refusal)
+            return screening.refusal
+        if screening.automatic != "no" and door.automatic_policy == "refuse":
+            return Replies.AUTOMATIC_REFUSED
+        if screening.automatic != "no" and door.automatic_policy == "drop":
+            return await door.sink.park(mail)
+        return await door.sink.accept(mail)
 
     def _data_refusal(self, arg: str | None) -> Reply | None:
         if not self._greeted():
@@ -226,44 +412,102 @@ class GatewaySMTP(SMTP):
             return Replies.DATA_SYNTAX
         return None
 
-    def _greeted(self) -> bool:
-        return self.session is not None and bool(self.session.host_name)
+    async def smtp_AUTH(self, arg: str) -> None:
+        reply = await self._auth(arg)
+        if reply is not None:
+            await self._reply(reply)
+
+    async def _auth(self, arg: str | None) -> Reply | None:
+        """PLAIN and LOGIN, over TLS only, against the credentials file; failures slow the client down."""
+        door = self._door
+        assert self.session is not None
+        if not self._greeted():
+            return Replies.HELO_FIRST
+        if door.credentials is None:
+            return Replies.AUTH_UNAVAILABLE
+        if not self.secure():
+            return Replies.ENCRYPTION_REQUIRED
+        if self.session.authenticated:
+            return Replies.ALREADY_AUTHENTICATED
+        if self._envelope().mail_from is not None:
+            return Replies.NESTED_MAIL
+        client = self.client_address()
+        if door.admission.auth_blocked(client):
+            return Replies.AUTH_BLOCKED
+        words = (arg or "").split()
+        if not words or words[0].upper() not in ("PLAIN", "LOGIN") or len(words) > 2:
+            return Replies.AUTH_MECHANISM
+        login = await self._login_password(words[0].upper(), words[1] if len(words) == 2 else None)
+        if isinstance(login, Reply):
+            return login
+        user, password = login
+        if await asyncio.to_thread(door.credentials.verify, user, password):
+            self.session.authenticated = True
+            self.session.auth_data = user  # type: ignore[assignment]
+            return Replies.AUTH_OK
+        door.admission.auth_failed(client)
+        log.info("failed AUTH from %s", client)
+        return Replies.AUTH_FAILED
+
+    async def _login_password(self, mechanism: str, initial: str | None) -> tuple[bytes, bytes] | Reply:
+        if mechanism == "PLAIN":
+            blob = _b64(initial) if initial is not None else await self._challenge(b"")
+            if isinstance(blob, Reply):
+                return blob
+            fields = blob.split(b"\x00")
+            return (fields[1], fields[2]) if len(fields) == 3 else Replies.AUTH_SYNTAX
+        user = _b64(initial) if initial is not None else await self._challenge(b"Username:")
+        if isinstance(user, Reply):
+            return user
+        password = await self._challenge(b"Password:")
+        return password if isinstance(password, Reply) else (user, password)
+
+    async def _challenge(self, prompt: bytes) -> bytes | Reply:
+        answer = await self.challenge_auth(prompt)
+        if answer is MISSING:  # aiosmtpd already answered (abort or bad base64)
+            return Replies.AUTH_ABORTED
+        assert isinstance(answer, bytes)
+        return answer
 
 
-def _command_path(arg: str | None, keyword: str) -> tuple[Path, dict[str, str]] | None:
-    """``FROM:<a@b> SIZE=1`` into the path and its parameters; None when the syntax is wrong."""
-    if arg is None or arg[: len(keyword)].upper() != keyword:
-        return None
+def _b64(text: str) -> bytes | Reply:
     try:
-        path = parse_path(arg[len(keyword) :])
-    except AddressError:
-        return None
-    parameters = _parameters(path.parameters)
-    return None if parameters is None else (path, parameters)
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return Replies.AUTH_SYNTAX
 
 
 class SmtpServer:
-    """The listening socket; one :class:`GatewaySMTP` per connection."""
+    """The listening sockets (plain with STARTTLS, and implicit TLS when configured)."""
 
-    def __init__(self, settings: SmtpSettings, router: Router, sink: MailSink) -> None:
-        self._settings = settings
-        self._router = router
-        self._sink = sink
-        self._server: asyncio.Server | None = None
-
-    def _protocol(self) -> GatewaySMTP:
-        return GatewaySMTP(self._settings, self._router, self._sink, loop=asyncio.get_running_loop())
+    def __init__(self, door: FrontDoor, implicit_tls: tuple[str, int] | None = None) -> None:
+        self._door = door
+        self._implicit_tls = implicit_tls
+        self._servers: list[asyncio.Server] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, self._settings.host, self._settings.port)
+        door = self._door
+        self._servers.append(
+            await loop.create_server(lambda: GatewaySMTP(door, loop=loop), door.smtp.host, door.smtp.port)
+        )
+        if self._implicit_tls is not None:
+            host, port = self._implicit_tls
+            self._servers.append(
+                await loop.create_server(
+                    lambda: GatewaySMTP(door, implicit_tls=True, loop=loop), host, port, ssl=door.tls_context
+                )
+            )
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def implicit_tls_port(self) -> int | None:
+        return int(self._servers[1].sockets[0].getsockname()[1]) if len(self._servers) > 1 else None
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()

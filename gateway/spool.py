@@ -5,7 +5,8 @@ are written in one transaction that is on disk before the 250 goes out. A mail m
 
     queued ──claim──▶ active ──▶ done      (raw bytes dropped: personal data is not kept longer than needed)
       ▲                 │  └───▶ deferred ──(due)──▶ claimed again
-      └──retry──── dead ◀┘      (permanent refusal, or max_age reached)
+      ├──retry──── dead ◀┘      (permanent refusal, or max_age reached)
+      └──retry──── parked       (automatic mail under the "drop" policy: kept, never delivered by itself)
 
 Each target (one contact) keeps the request built for it, so a retry resends exactly the same request and
 Connect's idempotency answers with the same ContactId. Safe to use beside a running gateway: the operator
@@ -37,7 +38,7 @@ DATABASE = "spool.sqlite3"
 THREAD_DAYS = 90  # Connect links replies within 90 days
 THREAD_MAX_ROWS = 1_000_000
 DONE_RETENTION_SECONDS = 86400
-STATES = ("queued", "active", "deferred", "dead", "done")
+STATES = ("queued", "active", "deferred", "dead", "parked", "done")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mail (
@@ -179,11 +180,13 @@ class Spool:
 
     # -- the gateway's side -------------------------------------------------------------------------
 
-    def put(self, mail: ReceivedMail, now: float | None = None) -> str:
-        """Store a mail and its targets; durable when this returns."""
-        return self.put_many([mail], now)[0]
+    def put(self, mail: ReceivedMail, now: float | None = None, state: str = "queued") -> str:
+        """Store a mail and its targets; durable when this returns. ``parked``: kept, not delivered."""
+        return self.put_many([mail], now, state)[0]
 
-    def put_many(self, mails: Sequence[ReceivedMail], now: float | None = None) -> list[str]:
+    def put_many(
+        self, mails: Sequence[ReceivedMail], now: float | None = None, state: str = "queued"
+    ) -> list[str]:
         """Store several mails in one transaction (one disk flush for all: group commit)."""
         now = time.time() if now is None else now
         ids = [new_id(now) for _ in mails]
@@ -194,10 +197,10 @@ class Spool:
                     groups.setdefault(target.key, (target, []))[1].append(recipient)
                 db.execute(
                     "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
-                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         queue_id, now, mail.sender, json.dumps(mail.recipients), _message_id(mail.raw),
-                        len(mail.raw), mail.raw, now,
+                        len(mail.raw), mail.raw, state, now,
                     ),
                 )  # fmt: skip
                 db.executemany(
@@ -386,11 +389,11 @@ class Spool:
         return [mail for row in rows if (mail := self.get(row["id"])) is not None]
 
     def retry(self, mail_id: str, now: float | None = None) -> bool:
-        """Deliver a dead or deferred mail now; its refused targets are rebuilt and tried again."""
+        """Deliver a dead, deferred or parked mail now; its refused targets are rebuilt and tried again."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             row = db.execute("SELECT state FROM mail WHERE id = ?", (mail_id,)).fetchone()
-            if row is None or row["state"] not in ("dead", "deferred"):
+            if row is None or row["state"] not in ("dead", "deferred", "parked"):
                 return False
             db.execute(
                 "UPDATE target SET state = 'pending', request = NULL, built_at = NULL, error = NULL,"

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from gateway.admission import Admission
 from gateway.aws import StaticCredentials
 from gateway.config import (
     AttachmentSettings,
@@ -27,12 +28,13 @@ from gateway.config import (
     Settings,
     SmtpSettings,
 )
+from gateway.config_frontdoor import AccessSettings, AuthSettings, LimitSettings
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.replies import Replies, Reply
 from gateway.routing import Router
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service import Gateway
-from gateway.smtp import ReceivedMail, SmtpServer
+from gateway.smtp import FrontDoor, ReceivedMail, SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -72,6 +74,27 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
     await server.stop()
 
 
+def make_door(
+    sink: Any,
+    routes: Sequence[RouteSettings],
+    smtp: SmtpSettings | None = None,
+    limits: LimitSettings | None = None,
+    access: AccessSettings | None = None,
+    auth: AuthSettings | None = None,
+    **options: Any,
+) -> FrontDoor:
+    """A front door on a free loopback port with the given policy, for tests of the SMTP layer alone."""
+    limits = limits or LimitSettings()
+    return FrontDoor(
+        smtp=smtp or SmtpSettings(host="127.0.0.1", port=0, hostname="mx.gateway.test"),
+        limits=limits,
+        router=Router(routes),
+        sink=sink,
+        admission=Admission(access or AccessSettings(), limits, auth or AuthSettings()),
+        **options,
+    )
+
+
 def make_settings(
     emulator: EmulatorServer,
     s3: EmbeddedS3,
@@ -109,6 +132,16 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
 def with_smtp(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, smtp=replace(settings.smtp, **changes))
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class SmtpClient:
@@ -189,13 +222,16 @@ class Capture:
         self.mails.append(mail)
         return Replies.QUEUED.format(queue_id="captured")
 
+    async def park(self, mail: ReceivedMail) -> Reply:
+        self.mails.append(mail)
+        return Replies.PARKED.format(queue_id="parked")
+
 
 @pytest.fixture
 async def smarthost() -> AsyncIterator[tuple[SmtpServer, Capture]]:
     capture = Capture()
-    server = SmtpServer(
-        SmtpSettings(host="127.0.0.1", port=0), Router([RouteSettings(match="*", instance_id="x")]), capture
-    )
+    smarthost_settings = SmtpSettings(host="127.0.0.1", port=0, hostname="smarthost.test")
+    server = SmtpServer(make_door(capture, [RouteSettings(match="*", instance_id="x")], smarthost_settings))
     await server.start()
     yield server, capture
     await server.stop()

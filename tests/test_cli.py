@@ -228,7 +228,7 @@ def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
     listing = run("queue", "--config", str(config), "list")
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
-    assert lines[0] == "queued 2  active 0  deferred 0  dead 1  done 0"
+    assert lines[0] == "queued 2  active 0  deferred 0  dead 1  parked 0  done 0"
     assert ids[0] in lines[1] and "dead" in lines[1] and "InvalidRequestException" in lines[1]
     shown = run("queue", "--config", str(config), "show", ids[0])
     assert f"queue id     {ids[0]}" in shown.stdout
@@ -243,3 +243,17 @@ def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
     assert (
         run("queue", "--config", str(config), "list").stdout.splitlines()[0].startswith("queued 2  active 0")
     )
+
+
+def test_passwd_writes_a_line_the_gateway_accepts(tmp_path: Path) -> None:
+    from gateway.credentials import Credentials
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "passwd", "relay", "--stdin"],
+        input="s3cret\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("relay:$2b$")
+    path = tmp_path / "users"
+    path.write_text(result.stdout)
+    assert Credentials.load(path).verify(b"relay", b"s3cret")

@@ -133,6 +133,25 @@ def test_settings_are_frozen() -> None:
         (config(attachments={"bucket": "b-1", "store_original": "never"}), "attachments.store_original:"),
         (config(message={"prefer_body": "rtf"}), 'message.prefer_body: must be "html" or "text"'),
         (config(queue={"mode": "fast"}), 'queue.mode: must be "spool" or "sync"'),
+        (
+            config(tls={"certificate": "/no/such/file"}),
+            "tls.certificate: /no/such/file is not a readable file",
+        ),
+        (config(tls={"require_tls": True}), "tls.require_tls: needs a certificate and key"),
+        (
+            config(auth={"credentials": "/no/such/file"}),
+            "auth.credentials: /no/such/file is not a readable file",
+        ),
+        (config(access={"clients": ["10.0.0.0/33"]}), "access.clients: is not a list of networks"),
+        (
+            config(access={"without_auth": ["10.0.0.0/8"]}),
+            "access.without_auth: the other networks would have no way in",
+        ),
+        (config(access={"proxy_protocol": True}), "access.proxy_trusted: list the load balancers"),
+        (config(access={"senders_deny": "x"}), "access.senders_deny: must be a list of sender patterns"),
+        (config(limits={"max_recipients": 0}), "limits.max_recipients: must be at least 1"),
+        (config(limits={"data_timeout": "soon"}), "limits.data_timeout: must be a duration"),
+        (config(automatic={"policy": "ignore"}), 'automatic.policy: must be "forward", "refuse" or "drop"'),
         (config(queue={"max_age": "forever"}), "queue.max_age: must be a duration"),
         (config(queue={"retry_initial": "1h", "retry_max": "1m"}), "queue.retry_max: must not be shorter"),
         (config(queue={"smarthost": "nohost"}), "queue.smarthost: must be host:port"),
@@ -216,3 +235,29 @@ def test_content_and_queue_settings() -> None:
     assert settings.queue.smarthost == ("relay.local", 25)
     anything = parse_config(config(attachments={"bucket": "b-1", "allowed_file_types": ["*"]}))
     assert anything.content_policy.allowed_file_types is None
+
+
+def test_front_door_settings(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("x")
+    (tmp_path / "key.pem").write_text("x")
+    (tmp_path / "users").write_text("")
+    settings = parse_config(
+        config(
+            tls={"certificate": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem"),
+                 "require_tls": True, "implicit_listen": "0.0.0.0:465"},
+            auth={"credentials": str(tmp_path / "users"), "max_failures": 3},
+            access={"without_auth": ["10.0.0.0/8", "2001:db8::/32"], "senders_deny": ["*@Spam.test"],
+                    "proxy_protocol": True, "proxy_trusted": ["10.1.0.0/16"]},
+            limits={"max_recipients": 20, "command_timeout": "30s", "max_line_length": "1MiB"},
+            automatic={"policy": "drop"},
+        )
+    )  # fmt: skip
+    assert settings.tls.require_tls
+    assert settings.tls.implicit_listen == ("0.0.0.0", 465)
+    assert settings.auth.max_failures == 3
+    assert [str(n) for n in settings.access.without_auth] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert settings.access.senders_deny == ("*@spam.test",)
+    assert settings.limits.max_recipients == 20
+    assert settings.limits.command_timeout == 30
+    assert settings.limits.max_line_length == 1024 * 1024
+    assert settings.automatic.policy == "drop"

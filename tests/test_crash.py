@@ -58,6 +58,8 @@ retry_initial = "50ms"
 retry_max = "500ms"
 min_free_disk = 0
 shutdown_grace = "2s"
+[limits]
+max_mails_per_client_per_minute = 100000
 [[routes]]
 match = "support@example.com"
 instance_id = "crash-instance"
@@ -88,6 +90,18 @@ def send_until_accepted(port: int, number: int, raw: bytes) -> int:
             return tries
         except (OSError, smtplib.SMTPException):
             time.sleep(0.05)
+
+
+async def listening(port: int) -> None:
+    for _ in range(600):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise AssertionError("the gateway did not come back")
 
 
 class GatewayProcess:
@@ -140,7 +154,8 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         kills = 0
         rng = random.Random(20261127)
         while len(accepted) < MAILS:
-            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            await listening(port)  # a random moment of its working life, not of its start-up
+            await asyncio.sleep(rng.uniform(0.05, 0.5))
             if len(accepted) == MAILS:
                 break
             gateway.kill()

@@ -7,6 +7,7 @@ import base64
 import os
 from dataclasses import replace
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -243,3 +244,54 @@ async def test_real_aws_presigned_url_with_the_longest_prefix_fits() -> None:
     assert url.startswith("https://")
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url
     assert len(url) <= 2000, len(url)
+
+
+async def test_tls_and_auth_through_the_whole_gateway(
+    emulator: EmulatorServer, settings: Settings, tmp_path: Path
+) -> None:
+    import ssl
+
+    import trustme
+
+    from gateway.config_frontdoor import AccessSettings, AuthSettings, TlsSettings
+    from gateway.credentials import hash_password
+
+    ca = trustme.CA()
+    certificate = ca.issue_cert("localhost")
+    certificate.private_key_pem.write_to_path(tmp_path / "key.pem")
+    certificate.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    (tmp_path / "users").write_text(f"relay:{hash_password('pw', rounds=4)}\n")
+    secured = replace(
+        settings,
+        tls=TlsSettings(certificate=tmp_path / "cert.pem", key=tmp_path / "key.pem", require_tls=True),
+        auth=AuthSettings(credentials=tmp_path / "users"),
+        access=AccessSettings(without_auth=()),  # everyone must log in
+    )
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    def send(port: int) -> dict[str, Any]:
+        import smtplib
+
+        with smtplib.SMTP("localhost", port, timeout=10) as client:
+            client.starttls(context=client_context)
+            client.login("relay", "pw")
+            return client.sendmail("zoe@kunde.test", ["support@example.com"], customer_mail())
+
+    async with Gateway(secured, CREDENTIALS) as gateway:
+        assert await asyncio.to_thread(send, gateway.smtp_port) == {}
+    assert len(contacts(emulator)) == 1
+
+
+async def test_an_out_of_office_reply_is_marked_for_the_flow(
+    smtp: SmtpClient, emulator: EmulatorServer
+) -> None:
+    out_of_office = (
+        b"From: Kunde <kunde@client.test>\r\nTo: support@example.com\r\nSubject: Abwesend\r\n"
+        b"Auto-Submitted: auto-replied\r\n\r\nIch bin bis Montag nicht im Haus.\r\n"
+    )
+    await smtp.send(out_of_office, sender="kunde@client.test")
+    await smtp.send(customer_mail(), sender="kunde@client.test")
+    automatic, personal = contacts(emulator)
+    assert automatic.request["Attributes"] == {"gateway_automatic": "auto-reply"}
+    assert "Attributes" not in personal.request

@@ -6,13 +6,7 @@ import pytest
 
 from gateway.emulator.faults import FaultInjector, Faults
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from .conftest import Clock
 
 
 def test_throttling_is_a_token_bucket_of_one_seconds_calls() -> None:

@@ -9,13 +9,7 @@ import pytest
 from gateway.governor import DECREASE_HOLD_SECONDS, MIN_FRACTION, RECOVERY_SECONDS, Governor
 from gateway.workers import backoff
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from .conftest import Clock
 
 
 async def test_burst_then_rate(monkeypatch: pytest.MonkeyPatch) -> None:

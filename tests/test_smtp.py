@@ -10,11 +10,10 @@ import pytest
 
 from gateway.config import SmtpSettings
 from gateway.replies import Replies, Reply
-from gateway.routing import Router
 from gateway.sandbox import sandbox_route
 from gateway.smtp import ReceivedMail, SmtpServer
 
-from .conftest import SmtpClient
+from .conftest import SmtpClient, make_door
 
 
 class RecordingSink:
@@ -23,9 +22,14 @@ class RecordingSink:
     def __init__(self, reply: Reply | None = None) -> None:
         self.reply = reply or Replies.DELIVERED.format(contacts="c-1")
         self.mails: list[ReceivedMail] = []
+        self.parked: list[ReceivedMail] = []
 
     def room_for(self, size: int) -> Reply | None:
         return None
+
+    async def park(self, mail: ReceivedMail) -> Reply:
+        self.parked.append(mail)
+        return Replies.PARKED.format(queue_id="p-1")
 
     async def accept(self, mail: ReceivedMail) -> Reply:
         self.mails.append(mail)
@@ -54,7 +58,7 @@ async def front_door(sink: RecordingSink) -> AsyncIterator[SmtpServer]:
         RouteSettings(match="*@help.example.com", instance_id="i-2", destination="help@example.com"),
     )
     settings = SmtpSettings(host="127.0.0.1", port=0, hostname="mx.gateway.test", max_message_size=SIZE_LIMIT)
-    server = SmtpServer(settings, Router(routes), sink)
+    server = SmtpServer(make_door(sink, routes, settings))
     await server.start()
     yield server
     await server.stop()
@@ -180,7 +184,7 @@ async def test_pipelined_commands_get_their_replies_in_order(
 
 
 async def test_internal_errors_never_reach_the_client() -> None:
-    server = SmtpServer(SmtpSettings(host="127.0.0.1", port=0), Router([sandbox_route()]), ExplodingSink())
+    server = SmtpServer(make_door(ExplodingSink(), [sandbox_route()]))
     await server.start()
     try:
         code, text = await SmtpClient(server.port).send(MAIL)

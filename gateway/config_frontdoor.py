@@ -1,0 +1,227 @@
+"""The front door's settings: ``[tls]``, ``[auth]``, ``[access]``, ``[limits]`` and ``[automatic]``.
+
+Every limit has a default fit for the open internet. The memory the limits allow together is checked
+against the machine: aiosmtpd holds a whole DATA in memory, so connections times message size must stay
+affordable (the default number of connections is derived from the machine's memory).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config_table import Table
+
+__all__ = [
+    "AccessSettings",
+    "AuthSettings",
+    "AutomaticSettings",
+    "LimitSettings",
+    "Network",
+    "TlsSettings",
+    "memory_per_connection",
+    "parse_access",
+    "parse_auth",
+    "parse_automatic",
+    "parse_limits",
+    "parse_tls",
+    "physical_memory",
+]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+EVERYWHERE: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+COPIES_PER_MESSAGE = 3  # the lines read, the joined bytes, the parse: the peak while a mail is accepted
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    certificate: Path | None = None
+    key: Path | None = None
+    require_tls: bool = False  # MAIL before STARTTLS gets 530 5.7.0
+    implicit_listen: tuple[str, int] | None = None  # a second listener speaking TLS from the first byte
+    reload_seconds: float = 60.0  # how often the certificate files are looked at for a renewal
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    credentials: Path | None = None  # lines of "user:bcrypt-or-argon2-hash"
+    max_failures: int = 5  # per client address, within failure_window; then AUTH waits (454 4.7.0)
+    failure_window: float = 600.0
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    clients: tuple[Network, ...] = EVERYWHERE  # who may connect at all
+    without_auth: tuple[Network, ...] = EVERYWHERE  # who may send without AUTH (others must AUTH first)
+    senders_allow: tuple[str, ...] = ()  # if given, only these senders (patterns like the routes')
+    senders_deny: tuple[str, ...] = ()
+    proxy_protocol: bool = False  # expect a PROXY v1/v2 header (behind a TCP load balancer)
+    proxy_trusted: tuple[Network, ...] = ()  # the load balancers allowed to send it
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_connections: int = 100
+    max_connections_per_client: int = 10
+    max_mails_per_client_per_minute: int = 60
+    max_recipients: int = 100
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2: five minutes
+    data_timeout: float = 120.0  # DATA must move at least 256 KiB in this time (slow-loris)
+    max_line_length: int = 64 * 1024
+    max_header_size: int = 1024 * 1024
+    max_mime_parts: int = 1000
+    max_received_headers: int = 25
+
+
+@dataclass(frozen=True)
+class AutomaticSettings:
+    """Auto-replies, bounces and list mail: "forward" (marked with an attribute), "refuse" or "drop"."""
+
+    policy: str = "forward"
+
+
+def physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):  # not on this platform: assume a small machine
+        return 2 * 1024**3
+
+
+def memory_per_connection(max_message_size: int) -> int:
+    return COPIES_PER_MESSAGE * max_message_size
+
+
+def _networks(value: Any) -> tuple[Network, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError('must be a list of networks, such as ["10.0.0.0/8", "2001:db8::/32"]')
+    try:
+        return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in value)
+    except ValueError as error:
+        raise ValueError(f"is not a list of networks: {error}") from None
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError('must be a list of sender patterns, such as ["*@example.com", "<>"]')
+    return tuple(v.strip().casefold() for v in value)
+
+
+def _path(table: Table, key: str) -> Path | None:
+    text = table.text(key)
+    if text is None:
+        return None
+    path = Path(text)
+    if not path.is_file():
+        raise table.error(key, f"{text} is not a readable file")
+    return path
+
+
+def parse_tls(table: Table) -> TlsSettings:
+    certificate, key = _path(table, "certificate"), _path(table, "key")
+    if (certificate is None) != (key is None):
+        raise table.error("certificate" if certificate is None else "key", "certificate and key go together")
+    require = table.get("require_tls", bool, False)
+    if require and certificate is None:
+        raise table.error("require_tls", "needs a certificate and key")
+    implicit = table.host_port("implicit_listen", None)
+    if implicit is not None and certificate is None:
+        raise table.error("implicit_listen", "needs a certificate and key")
+    settings = TlsSettings(
+        certificate=certificate,
+        key=key,
+        require_tls=require,
+        implicit_listen=implicit,
+        reload_seconds=table.duration("reload_seconds", TlsSettings.reload_seconds),
+    )
+    table.done()
+    return settings
+
+
+def parse_auth(table: Table, tls: TlsSettings) -> AuthSettings:
+    credentials = _path(table, "credentials")
+    if credentials is not None and not tls.enabled:
+        raise table.error("credentials", "AUTH is offered only over TLS: configure [tls] certificate and key")
+    settings = AuthSettings(
+        credentials=credentials,
+        max_failures=table.check(
+            "max_failures", table.get("max_failures", int, AuthSettings.max_failures), _at_least_one
+        ),
+        failure_window=table.duration("failure_window", AuthSettings.failure_window),
+    )
+    table.done()
+    return settings
+
+
+def parse_access(table: Table, auth: AuthSettings) -> AccessSettings:
+    without_auth = table.converted("without_auth", _networks, EVERYWHERE)
+    if without_auth != EVERYWHERE and auth.credentials is None:
+        raise table.error("without_auth", "the other networks would have no way in: configure [auth]")
+    proxy = table.get("proxy_protocol", bool, False)
+    no_networks: tuple[Network, ...] = ()
+    trusted = table.converted("proxy_trusted", _networks, no_networks)
+    if proxy and not trusted:
+        raise table.error("proxy_trusted", "list the load balancers allowed to send the PROXY header")
+    settings = AccessSettings(
+        clients=table.converted("clients", _networks, EVERYWHERE),
+        without_auth=without_auth,
+        senders_allow=table.converted("senders_allow", _patterns, AccessSettings.senders_allow),
+        senders_deny=table.converted("senders_deny", _patterns, AccessSettings.senders_deny),
+        proxy_protocol=proxy,
+        proxy_trusted=trusted,
+    )
+    table.done()
+    return settings
+
+
+def _at_least_one(value: float) -> str | None:
+    return None if value >= 1 else "must be at least 1"
+
+
+def parse_limits(table: Table, max_message_size: int, memory: int | None = None) -> LimitSettings:
+    """The limits; ``max_connections`` defaults to what the machine's memory affords (10 to 200)."""
+    memory = physical_memory() if memory is None else memory
+    per_connection = memory_per_connection(max_message_size)
+    affordable = max(1, memory // per_connection)
+    defaults = LimitSettings(max_connections=max(10, min(200, affordable)))
+    values: dict[str, Any] = {}
+    for key in (
+        "max_connections",
+        "max_connections_per_client",
+        "max_mails_per_client_per_minute",
+        "max_recipients",
+        "max_mime_parts",
+        "max_received_headers",
+    ):
+        values[key] = table.check(key, table.get(key, int, getattr(defaults, key)), _at_least_one)
+    for key in ("max_line_length", "max_header_size"):
+        values[key] = table.check(key, table.size(key, getattr(defaults, key)), _at_least_one)
+    for key in ("command_timeout", "data_timeout"):
+        values[key] = table.check(key, table.duration(key, getattr(defaults, key)), _at_least_one)
+    settings = LimitSettings(**values)
+    if settings.max_connections * per_connection > memory:
+        need = settings.max_connections * per_connection / 1024**3
+        raise table.error(
+            "max_connections",
+            f"{settings.max_connections} connections of {max_message_size // 1024**2} MiB mails may need "
+            f"{need:.1f} GiB (each mail is held {COPIES_PER_MESSAGE} times while it arrives), more than this "
+            f"machine's {memory / 1024**3:.1f} GiB: lower it or smtp.max_message_size",
+        )
+    table.done()
+    return settings
+
+
+def parse_automatic(table: Table) -> AutomaticSettings:
+    policy = table.check(
+        "policy",
+        table.get("policy", str, AutomaticSettings.policy),
+        lambda v: None if v in ("forward", "refuse", "drop") else 'must be "forward", "refuse" or "drop"',
+    )
+    table.done()
+    return AutomaticSettings(policy=policy)

@@ -1,0 +1,123 @@
+"""Telling automatic mail from a person's, and the front door's admission rules, as pure functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.admission import Admission, in_networks
+from gateway.config_frontdoor import AccessSettings, AuthSettings, LimitSettings, _networks, parse_limits
+from gateway.config_table import Table
+from gateway.credentials import Credentials, hash_password
+from gateway.errors import ConfigError
+from gateway.replies import Replies
+from gateway.screening import classify, screen
+
+from .conftest import Clock
+
+
+@pytest.mark.parametrize(
+    ("headers", "sender", "kind"),
+    [
+        ([("From", "a@client.test"), ("Subject", "hi")], "a@client.test", "no"),
+        ([("Auto-Submitted", "no")], "a@client.test", "no"),
+        ([("Auto-Submitted", "auto-replied")], "a@client.test", "auto-reply"),
+        ([("Auto-Submitted", "Auto-Generated; type=x")], "a@client.test", "auto-generated"),
+        ([("X-Autoreply", "yes")], "a@client.test", "auto-reply"),
+        ([("X-Autorespond", "x")], "a@client.test", "auto-reply"),
+        ([("Precedence", "auto_reply")], "a@client.test", "auto-reply"),
+        ([("X-Loop", "helpdesk@client.test")], "a@client.test", "auto-reply"),
+        ([("Precedence", "bulk")], "a@client.test", "auto-generated"),
+        ([("Precedence", "junk")], "a@client.test", "auto-generated"),
+        ([("Precedence", "list")], "a@client.test", "list"),
+        ([("List-Id", "<dev.lists.example>")], "a@client.test", "list"),
+        ([("List-Unsubscribe", "<mailto:x@y>")], "a@client.test", "list"),
+        ([("X-Auto-Response-Suppress", "DR, OOF")], "a@client.test", "auto-generated"),
+        ([("X-Auto-Response-Suppress", "None")], "a@client.test", "no"),
+        ([], "", "bounce"),
+        ([], "MAILER-DAEMON@client.test", "bounce"),
+        ([("From", "Mail Delivery System <Postmaster@client.test>")], None, "bounce"),
+        ([("X-Failed-Recipients", "x@y")], "a@client.test", "bounce"),
+        ([("Content-Type", "multipart/report; report-type=delivery-status; boundary=x")], "a@b.c", "bounce"),
+        (
+            [("Content-Type", "multipart/report; report-type=disposition-notification")],
+            "a@b.c",
+            "auto-generated",
+        ),
+        ([("From", "a@client.test")], None, "no"),
+    ],
+)
+def test_classify(headers: list[tuple[str, str]], sender: str | None, kind: str) -> None:
+    assert classify(headers, sender) == kind
+
+
+def test_screen_counts_hops_and_keeps_quiet_on_ordinary_mail() -> None:
+    limits = LimitSettings()
+    ordinary = screen(b"Received: a\r\nReceived: b\r\nSubject: x\r\n\r\nbody", "a@b.c", limits, "mx")
+    assert (ordinary.refusal, ordinary.automatic, ordinary.received) == (None, "no", 2)
+    no_separator = screen(b"Subject: only a header", "a@b.c", limits, "mx")
+    assert no_separator.refusal is None
+    bare_lf = screen(b"Received: a\nSubject: x\n\nbody\n", "a@b.c", limits, "mx")
+    assert bare_lf.received == 1
+
+
+def test_admission_counts_and_windows() -> None:
+    clock = Clock()
+    admission = Admission(
+        AccessSettings(
+            clients=_networks(["10.0.0.0/8", "2001:db8::/32"]), senders_allow=("*@client.test", "<>")
+        ),
+        LimitSettings(max_connections=3, max_connections_per_client=2, max_mails_per_client_per_minute=2),
+        AuthSettings(max_failures=2, failure_window=60),
+        clock=clock,
+    )
+    assert admission.open("192.0.2.1") == Replies.NETWORK_REFUSED
+    assert admission.open("10.0.0.1") is None
+    assert admission.open("10.0.0.1") is None
+    assert admission.open("10.0.0.1") == Replies.TOO_MANY_CLIENT_CONNECTIONS
+    assert admission.open("2001:db8::1") is None
+    assert admission.open("10.0.0.2") == Replies.TOO_MANY_CONNECTIONS
+    admission.close("10.0.0.1")
+    assert admission.open("10.0.0.2") is None
+    assert admission.mail("10.0.0.1") is None
+    assert admission.mail("10.0.0.1") is None
+    assert admission.mail("10.0.0.1") == Replies.TOO_MANY_MAILS
+    clock.now = 60.0
+    assert admission.mail("10.0.0.1") is None
+    admission.auth_failed("10.0.0.1")
+    admission.auth_failed("10.0.0.1")
+    assert admission.auth_blocked("10.0.0.1")
+    clock.now = 121.0
+    assert not admission.auth_blocked("10.0.0.1")
+    assert admission.sender("x@client.test") is None
+    assert admission.sender("") is None
+    assert admission.sender("x@elsewhere.test") == Replies.SENDER_REFUSED
+
+
+def test_networks_match_mapped_and_unmapped_addresses() -> None:
+    networks = _networks(["192.0.2.0/24"])
+    assert in_networks("::ffff:192.0.2.9", networks)
+    assert not in_networks("not an address", networks)
+
+
+def test_memory_budget_is_checked_against_the_machine() -> None:
+    gib = 1024**3
+    defaults = parse_limits(Table({}, "limits"), 40 * 1024**2, memory=24 * gib)
+    assert defaults.max_connections == 200
+    small = parse_limits(Table({}, "limits"), 40 * 1024**2, memory=2 * gib)
+    assert small.max_connections == 17
+    with pytest.raises(ConfigError, match=r"limits.max_connections: 500 connections of 40 MiB mails"):
+        parse_limits(Table({"max_connections": 500}, "limits"), 40 * 1024**2, memory=24 * gib)
+
+
+def test_credentials_file(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text(f"# comment\n\nrelay:{hash_password('s3cret', rounds=4)}\n")
+    credentials = Credentials.load(path)
+    assert credentials.verify(b"relay", b"s3cret")
+    assert not credentials.verify(b"relay", b"wrong")
+    assert not credentials.verify(b"nobody", b"s3cret")
+    path.write_text("relay:plaintext\n")
+    with pytest.raises(ConfigError, match="users:1: expected user:bcrypt-hash"):
+        Credentials.load(path)
