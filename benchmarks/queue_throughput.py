@@ -113,6 +113,8 @@ workers = 8
 retry_initial = "100ms"
 retry_max = "2s"
 min_free_disk = 0
+[http]
+listen = "127.0.0.1:0"
 [limits]
 max_mails_per_client_per_minute = 1000000
 max_connections_per_client = 100

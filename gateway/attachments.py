@@ -19,6 +19,7 @@ from gateway import contract
 from gateway.aws_errors import translated
 from gateway.config import AttachmentSettings, AwsSettings
 from gateway.errors import MisconfiguredError
+from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -77,11 +78,16 @@ def object_locator(settings: AttachmentSettings, aws: AwsSettings, key: str) -> 
 
 class S3AttachmentStore:
     def __init__(
-        self, client: S3Client, settings: AttachmentSettings, aws: AwsSettings | None = None
+        self,
+        client: S3Client,
+        settings: AttachmentSettings,
+        aws: AwsSettings | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._aws = aws or AwsSettings()
+        self._metrics = metrics or Metrics()
 
     async def _put(self, key: str, data: bytes, content_type: str, filename: str) -> None:
         settings = self._settings
@@ -90,7 +96,7 @@ class S3AttachmentStore:
             extra["ServerSideEncryption"] = settings.sse
         if settings.kms_key_id:
             extra["SSEKMSKeyId"] = settings.kms_key_id
-        with translated("s3"):
+        with self._metrics.aws_call("s3"), translated("s3"):
             await self._client.put_object(
                 Bucket=settings.bucket,
                 Key=key,
@@ -111,7 +117,7 @@ class S3AttachmentStore:
     async def presigned_url(self, key: str) -> str:
         """A GET URL for the object; refused if longer than Connect accepts (an operator must act)."""
         settings = self._settings
-        with translated("s3"):
+        with translated("s3"):  # signed here, no request made: not an S3 call to time
             url: str = await self._client.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": settings.bucket, "Key": key},

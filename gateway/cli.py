@@ -17,6 +17,7 @@ from gateway.config import AttachmentSettings, AwsSettings, Settings, SmtpSettin
 from gateway.delivery import Deliverer, unique_targets
 from gateway.errors import ConfigError, RefusedError
 from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES
+from gateway.mail_log import configure_logging
 from gateway.routing import Router, Target
 
 __all__ = ["main"]
@@ -28,7 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mail-gateway", description="An SMTP gateway for Amazon Connect's email channel."
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="default: the configuration's [log] level, else info",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
@@ -57,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         help="address of the instance, e.g. *@example.com (repeatable)",
     )
 
+    emulate.add_argument("--flow", action="append", default=[], help="known contact flow id (repeatable)")
     emulate.add_argument(
         "--file-types",
         help="attachment file types the instance allows, comma-separated (.pdf,.png) or * "
@@ -79,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         "--all-dead", action="store_true", help="with retry: every mail in the dead-letter area"
     )
 
+    check = commands.add_parser("check", help="check the configuration and the AWS side it names")
+    check.add_argument("--config", required=True, type=Path, help="the TOML configuration file")
+
     passwd = commands.add_parser("passwd", help="print a credentials-file line (user:bcrypt-hash) for [auth]")
     passwd.add_argument("user")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -92,14 +102,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # aiosmtpd logs every command, addresses included: personal data stays out of the log by default.
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Terminals get text until a configuration says otherwise; ``serve`` follows its [log] table.
+    configure_logging(args.log_level or "info", "text")
     try:
         if args.command == "serve":
-            return _serve(load_config(args.config))
+            settings = load_config(args.config)
+            log = settings.log
+            configure_logging(args.log_level or log.level, log.format, log.personal_data)
+            return _serve(settings)
         if args.command == "sandbox":
             from gateway.sandbox import run_sandbox
 
@@ -112,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _queue(args)
         if args.command == "passwd":
             return _passwd(args)
+        if args.command == "check":
+            return _check(load_config(args.config))
         return _parse(args)
     except ConfigError as error:
         print(f"mail-gateway: {error}", file=sys.stderr)
@@ -133,9 +145,10 @@ def _serve(settings: Settings) -> int:
 
     async def run() -> None:
         async with Gateway(settings) as gateway:
-            logging.getLogger("gateway").info(
-                "listening for SMTP on %s:%d", settings.smtp.host, gateway.smtp_port
-            )
+            log = logging.getLogger("gateway")
+            log.info("listening for SMTP on %s:%d", settings.smtp.host, gateway.smtp_port)
+            if gateway.http is not None and settings.http.listen is not None:
+                log.info("metrics and health on http://%s:%d", settings.http.listen[0], gateway.http.port)
             await until_signalled()
 
     asyncio.run(run())
@@ -170,7 +183,7 @@ async def _emulate(args: argparse.Namespace) -> None:
         file_types = tuple(
             "." + t.strip().lower().lstrip(".") for t in args.file_types.split(",") if t.strip()
         )
-    connect = EmulatedConnect(args.instance, args.address, file_types=file_types)
+    connect = EmulatedConnect(args.instance, args.address, file_types=file_types, flows=args.flow)
     server = EmulatorServer(connect, FaultInjector(faults), s3)
     await server.start(args.host, args.port)
     _say(f"Connect    http://{args.host}:{server.port}   (contacts at /_emulator/contacts)")
@@ -180,6 +193,15 @@ async def _emulate(args: argparse.Namespace) -> None:
         await server.stop()
         if s3 is not None:
             s3.stop()
+
+
+def _check(settings: Settings) -> int:
+    from gateway.preflight import run_checks
+
+    checks = asyncio.run(run_checks(settings))
+    for check in checks:
+        _say(str(check))
+    return 1 if any(check.status == "FAIL" for check in checks) else 0
 
 
 def _passwd(args: argparse.Namespace) -> int:

@@ -39,7 +39,9 @@ __all__ = [
     "AuthSettings",
     "AutomaticSettings",
     "AwsSettings",
+    "HttpSettings",
     "LimitSettings",
+    "LogSettings",
     "MessageSettings",
     "QueueSettings",
     "RouteSettings",
@@ -81,6 +83,20 @@ class AttachmentSettings:
     max_file_size: int = 20_000_000
     max_total_size: int = 25_000_000
     store_original: str = "when-needed"  # or "always"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "json"  # or "text"
+    level: str = "info"
+    personal_data: bool = False  # subjects and addresses in the per-mail line
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """``/metrics``, ``/healthz`` and ``/readyz``; no listener when ``listen`` is None."""
+
+    listen: tuple[str, int] | None = ("127.0.0.1", 8080)
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,8 @@ class Settings:
     access: AccessSettings = field(default_factory=AccessSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     automatic: AutomaticSettings = field(default_factory=AutomaticSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     @property
     def content_policy(self) -> ContentPolicy:
@@ -174,6 +192,8 @@ def parse_config(document: Mapping[str, Any]) -> Settings:
     access = parse_access(top.table("access"), auth)
     limits = parse_limits(top.table("limits"), smtp.max_message_size)
     automatic = parse_automatic(top.table("automatic"))
+    log = _log(top.table("log"))
+    http = _http(top.table("http"))
     top.done()
     return Settings(
         smtp=smtp,
@@ -187,6 +207,8 @@ def parse_config(document: Mapping[str, Any]) -> Settings:
         access=access,
         limits=limits,
         automatic=automatic,
+        log=log,
+        http=http,
     )
 
 
@@ -285,6 +307,30 @@ def _file_types(value: Any) -> tuple[str, ...] | None:
     if "*" in value:
         return None
     return tuple(sorted({"." + v.strip().lower().lstrip(".") for v in value}))
+
+
+def _log(table: Table) -> LogSettings:
+    style = table.check(
+        "format",
+        table.get("format", str, LogSettings.format),
+        lambda v: None if v in ("json", "text") else 'must be "json" or "text"',
+    )
+    level = table.check(
+        "level",
+        table.get("level", str, LogSettings.level).lower(),
+        lambda v: (
+            None if v in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
+        ),
+    )
+    settings = LogSettings(style, level, table.get("personal_data", bool, False))
+    table.done()
+    return settings
+
+
+def _http(table: Table) -> HttpSettings:
+    settings = HttpSettings(listen=table.host_port("listen", HttpSettings.listen))
+    table.done()
+    return settings
 
 
 def _message(table: Table) -> MessageSettings:

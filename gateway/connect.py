@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.aws_errors import translated
+from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect import ConnectClient
@@ -25,10 +26,11 @@ class ContactStarter(Protocol):
 
 
 class ConnectContacts:
-    def __init__(self, client: ConnectClient) -> None:
+    def __init__(self, client: ConnectClient, metrics: Metrics | None = None) -> None:
         self._client = client
+        self._metrics = metrics or Metrics()
 
     async def start(self, request: Mapping[str, Any]) -> str:
-        with translated("connect"):
+        with self._metrics.aws_call("connect"), translated("connect"):
             response = await self._client.start_email_contact(**request)
         return response["ContactId"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ from gateway.config import AttachmentSettings
 from gateway.connect import ContactStarter
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
 from gateway.fitting import ContentPolicy, FittedMail, fit_mail
-from gateway.mime import parse_mail
+from gateway.mail_log import log_mail
+from gateway.metrics import Metrics
+from gateway.mime import header_message_id, parse_mail
 from gateway.queue import MailQueue, park_in
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
@@ -72,11 +75,13 @@ class Deliverer:
         contacts: ContactStarter,
         settings: AttachmentSettings,
         policy: ContentPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._contacts = contacts
         self._settings = settings
         self._policy = policy or ContentPolicy()
+        self.metrics = metrics or Metrics()
 
     def fit(self, raw: bytes) -> FittedMail:
         return fit_mail(parse_mail(raw), self._policy)
@@ -149,6 +154,7 @@ class Deliverer:
             return Outcome(target, duplicate=True)
         except DeliveryError as error:
             return Outcome(target, error=error)
+        self.metrics.contacts.inc()
         return Outcome(target, contact_id=contact_id)
 
     async def _keep_original(self, raw: bytes, fitted: FittedMail) -> str | None:
@@ -181,6 +187,8 @@ class Deliverer:
                 ]
         except* DeliveryError as group_error:
             raise group_error.exceptions[0] from None
+        self.metrics.attachments.inc(len(tasks))
+        self.metrics.attachment_bytes.inc(sum(len(a.data) for a in fitted.attachments))
         return [StoredFile(name, task.result()) for name, task in zip(fitted.names, tasks, strict=True)]
 
 
@@ -224,8 +232,23 @@ class DeliverNow:
         return await park_in(self._parking, mail)
 
     async def accept(self, mail: ReceivedMail) -> Reply:
+        started = time.monotonic()
         outcomes = await self._deliverer.deliver(mail.raw, mail.targets, mail.sender)
         for outcome in outcomes:
             if outcome.error is not None:
                 log.warning("delivery to %s failed: %s", outcome.target.route.instance_id, outcome.error)
-        return summary_reply(outcomes)
+        reply = summary_reply(outcomes)
+        duration = time.monotonic() - started
+        if reply.code < 400:
+            self._deliverer.metrics.delivery.observe(duration)
+        log_mail(
+            outcome="delivered" if reply.code < 400 else ("deferred" if reply.transient else "refused"),
+            queue_id=None,
+            message_id=header_message_id(mail.raw),
+            recipients=len(mail.recipients),
+            contacts=[o.contact_id for o in outcomes if o.contact_id],
+            duration=duration,
+            reason=None if reply.code < 400 else reply.name,
+            personal={"sender": mail.sender, "to": list(mail.recipients)},
+        )
+        return reply

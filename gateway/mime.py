@@ -13,12 +13,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from gateway.decoding import address_list, decode_bytes, decode_header
 from gateway.structure import Attachment, read_structure
 
-__all__ = ["Attachment", "Mailbox", "ParsedMail", "parse_mail"]
+__all__ = ["Attachment", "Mailbox", "ParsedMail", "header_message_id", "parse_mail"]
 
 MAX_MAILBOXES = 1000  # per header: far more than Connect takes, far fewer than a hostile header holds
 
@@ -86,6 +87,13 @@ def parse_mail(raw: bytes) -> ParsedMail:
 
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+
+
+def header_message_id(raw: bytes) -> str | None:
+    """The Message-ID from the header alone (cheap: for logs and listings, not for the contact)."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+    value = headers.get("message-id")
+    return str(value).strip()[:998] if value else None
 
 
 def _message_ids(value: str | None) -> list[str]:

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway.errors import ConfigError
+from gateway.mail_log import log_mail
+from gateway.mime import header_message_id
 from gateway.replies import Replies, Reply
 from gateway.smtp import ReceivedMail
 from gateway.spool import QueuedMail, Spool
@@ -169,6 +171,12 @@ class LocalQueue:
     async def purge(self) -> None:
         await self._call(Spool.purge)
 
+    async def counts(self) -> dict[str, int]:
+        return await self._call(Spool.counts)
+
+    def writable(self) -> bool:
+        return os.access(self._path, os.W_OK)
+
     def free_bytes(self) -> int:
         assert self._spool is not None
         return self._spool.free_bytes()
@@ -189,15 +197,25 @@ class SpoolIntake:
         return None
 
     async def accept(self, mail: ReceivedMail) -> Reply:
+        """250 once the mail is on disk; the mail's log line comes when the workers are done with it."""
         refusal = self.room_for(len(mail.raw))
+        if refusal is None:
+            try:
+                # Shielded: a client that hangs up now must not leave the write half done.
+                queue_id = await asyncio.shield(self._queue.put(mail))
+            except sqlite3.OperationalError as error:
+                log.error("could not write to the spool: %s", error)
+                refusal = Replies.NO_ROOM if "full" in str(error) else Replies.LOCAL_ERROR
         if refusal is not None:
+            log_mail(
+                outcome="deferred",
+                queue_id=None,
+                message_id=header_message_id(mail.raw),
+                recipients=len(mail.recipients),
+                reason=refusal.name,
+                personal={"sender": mail.sender, "to": list(mail.recipients)},
+            )
             return refusal
-        try:
-            # Shielded: a client that hangs up now must not leave the write half done.
-            queue_id = await asyncio.shield(self._queue.put(mail))
-        except sqlite3.OperationalError as error:
-            log.error("could not write to the spool: %s", error)
-            return Replies.NO_ROOM if "full" in str(error) else Replies.LOCAL_ERROR
         self._on_queued()
         return Replies.QUEUED.format(queue_id=queue_id)
 

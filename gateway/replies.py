@@ -7,7 +7,7 @@ human who reads a bounce; they never carry internal exception text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 __all__ = ["EARLIER_CONTACT", "Replies", "Reply"]
 
@@ -19,6 +19,7 @@ class Reply:
     code: int
     status: str
     text: str
+    name: str = field(default="", compare=False)  # the table's name for it: metrics count refusals by name
 
     @property
     def transient(self) -> bool:
@@ -30,7 +31,7 @@ class Reply:
 
     def format(self, **values: object) -> Reply:
         """The same reply with ``{name}`` placeholders of its text filled in."""
-        return Reply(self.code, self.status, self.text.format(**values))
+        return Reply(self.code, self.status, self.text.format(**values), self.name)
 
     def __str__(self) -> str:
         return f"{self.code} {self.status} {self.text}"
@@ -113,3 +114,8 @@ class Replies:
     EXPIRED = Reply(
         554, "5.4.7", "Delivery time expired: Amazon Connect could not take the message for {age}"
     )
+
+
+for _name, _reply in list(vars(Replies).items()):
+    if isinstance(_reply, Reply):
+        setattr(Replies, _name, replace(_reply, name=_name.lower()))

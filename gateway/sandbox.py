@@ -23,6 +23,8 @@ from gateway.config import (
 )
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.emulator.connect import Contact
+from gateway.http_endpoint import add_health_routes
+from gateway.metrics import Metrics
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service import Gateway
 
@@ -66,8 +68,11 @@ async def run_sandbox(
     spool = tempfile.TemporaryDirectory(prefix="mail-gateway-sandbox-")
     try:
         s3.create_bucket(SANDBOX_BUCKET)
+        later = _GatewayLater()
         emulator = EmulatorServer(
-            EmulatedConnect(on_contact=lambda contact: out(contact_line(contact))), s3=s3
+            EmulatedConnect(on_contact=lambda contact: out(contact_line(contact))),
+            s3=s3,
+            extra_routes=lambda app: add_health_routes(app, later),
         )
         await emulator.start("127.0.0.1", http_port)
         try:
@@ -75,10 +80,12 @@ async def run_sandbox(
                 mode=mode, path=Path(spool.name), rate_per_second=20, burst=20, min_free_disk=0
             )
             settings = sandbox_settings(smtp_port, emulator.url, s3.url, queue)
-            async with Gateway(settings, SANDBOX_CREDENTIALS) as gateway:
+            async with Gateway(settings, SANDBOX_CREDENTIALS, serve_http=False) as gateway:
+                later.gateway = gateway
                 out(f"SMTP       127.0.0.1:{gateway.smtp_port}   (send mail here; any recipient)")
                 out(f"Connect    {emulator.url}   (emulator; contacts at {emulator.url}/_emulator/contacts)")
                 out(f"S3         {s3.url}   (bucket {SANDBOX_BUCKET})")
+                out(f"Metrics    {emulator.url}/metrics   (health: /healthz, /readyz)")
                 out("Ready. Ctrl-C stops.")
                 await until_signalled()
         finally:
@@ -86,6 +93,25 @@ async def run_sandbox(
     finally:
         s3.stop()
         spool.cleanup()
+
+
+class _GatewayLater:
+    """The sandbox's health routes live on the emulator's port, which starts before the gateway."""
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+        self._idle = Metrics()
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.gateway.metrics if self.gateway is not None else self._idle
+
+    def ready(self) -> tuple[bool, str]:
+        return self.gateway.ready() if self.gateway is not None else (False, "starting")
+
+    async def refresh_metrics(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.refresh_metrics()
 
 
 async def until_signalled() -> None:

@@ -7,6 +7,7 @@ finish deliveries under way, then the spool and the AWS clients close.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -18,6 +19,8 @@ from gateway.connect import ConnectContacts
 from gateway.credentials import Credentials
 from gateway.delivery import Deliverer, DeliverNow
 from gateway.governor import Governor
+from gateway.http_endpoint import HttpEndpoint
+from gateway.metrics import Metrics
 from gateway.queue import LocalQueue, SpoolIntake
 from gateway.routing import Router
 from gateway.smtp import FrontDoor, MailSink, SmtpServer
@@ -28,17 +31,25 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
+AWS_FAILURE_WINDOW_SECONDS = 300.0
+
 
 class Gateway:
     """``async with Gateway(settings) as gateway:`` listens until the block ends."""
 
-    def __init__(self, settings: Settings, credentials: StaticCredentials | None = None) -> None:
+    def __init__(
+        self, settings: Settings, credentials: StaticCredentials | None = None, *, serve_http: bool = True
+    ) -> None:
+        """``serve_http=False``: the health routes are served by someone else (the sandbox's emulator)."""
+        self._serve_http = serve_http
         self.settings = settings
         self._credentials = credentials
         self._stack = AsyncExitStack()
         self.smtp: SmtpServer | None = None
         self.queue: LocalQueue | None = None
+        self.http: HttpEndpoint | None = None
         self.admission = Admission(settings.access, settings.limits, settings.auth)
+        self.metrics = Metrics()
 
     async def __aenter__(self) -> Gateway:
         try:
@@ -59,10 +70,10 @@ class Gateway:
     async def _start(self) -> None:
         settings = self.settings
         aws = await self._stack.enter_async_context(AwsClients(settings.aws, self._credentials))
-        store = S3AttachmentStore(aws.s3, settings.attachments, settings.aws)
-        deliverer = Deliverer(
-            store, ConnectContacts(aws.connect), settings.attachments, settings.content_policy
-        )
+        metrics = self.metrics
+        store = S3AttachmentStore(aws.s3, settings.attachments, settings.aws, metrics)
+        contacts = ConnectContacts(aws.connect, metrics)
+        deliverer = Deliverer(store, contacts, settings.attachments, settings.content_policy, metrics)
         sink: MailSink
         workers: DeliveryWorkers | None = None
         if settings.queue.mode == "spool":
@@ -93,6 +104,7 @@ class Gateway:
             credentials=Credentials.load(settings.auth.credentials) if settings.auth.credentials else None,
             automatic_policy=settings.automatic.policy,
             proxy_protocol=settings.access.proxy_protocol,
+            metrics=metrics,
         )
         self.smtp = SmtpServer(door, settings.tls.implicit_listen)
         await self.smtp.start()
@@ -103,6 +115,30 @@ class Gateway:
             self._stack.push_async_callback(reloader.stop)
         if workers is not None:
             workers.start()
+        if settings.http.listen is not None and self._serve_http:
+            self.http = HttpEndpoint(self)
+            await self.http.start(*settings.http.listen)
+            self._stack.push_async_callback(self.http.stop)
+
+    def ready(self) -> tuple[bool, str]:
+        """SMTP listening, the spool writable with room, and in sync mode AWS answering lately."""
+        if self.smtp is None or not self.smtp.listening:
+            return False, "the SMTP listener is not up"
+        if self.queue is not None:
+            if not self.queue.writable():
+                return False, f"the spool at {self.settings.queue.path} is not writable"
+            if self.queue.free_bytes() < self.settings.queue.min_free_disk:
+                return False, "the spool's disk is below min_free_disk"
+        if self.settings.queue.mode == "sync":
+            failure, success = self.metrics.last_aws_failure, self.metrics.last_aws_success
+            recent = failure is not None and time.monotonic() - failure < AWS_FAILURE_WINDOW_SECONDS
+            if recent and (success is None or (failure is not None and success < failure)):
+                return False, "AWS did not answer lately, and sync mode needs it for every mail"
+        return True, "ok"
+
+    async def refresh_metrics(self) -> None:
+        if self.queue is not None:
+            self.metrics.set_queue(await self.queue.counts())
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

@@ -18,7 +18,7 @@ import binascii
 import logging
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.proxy_protocol import ProxyData
@@ -30,6 +30,9 @@ from gateway.config import SmtpSettings
 from gateway.config_frontdoor import LimitSettings
 from gateway.credentials import Credentials
 from gateway.errors import RefusedError
+from gateway.mail_log import log_mail
+from gateway.metrics import Metrics
+from gateway.mime import header_message_id
 from gateway.replies import Replies, Reply
 from gateway.routing import Router, Target
 from gateway.screening import screen
@@ -95,6 +98,7 @@ class FrontDoor:
     credentials: Credentials | None = None
     automatic_policy: str = "forward"
     proxy_protocol: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 class _Envelope(Envelope):
@@ -209,6 +213,8 @@ class GatewaySMTP(SMTP):
         return self.session is not None and bool(self.session.host_name)
 
     async def _reply(self, reply: Reply) -> None:
+        if reply.code >= 400:
+            self._door.metrics.refused.labels(reply.name or "other").inc()
         await self.push(str(reply))
 
     # -- the session's edges: greeting, replies, timeouts, the end --------------------------------------
@@ -235,7 +241,9 @@ class GatewaySMTP(SMTP):
             peer = self.session.peer
             self._client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         refusal = self._door.admission.open(self._client)
+        self._door.metrics.sessions.inc()
         if refusal is not None:
+            self._door.metrics.refused.labels(refusal.name).inc()
             log.info("connection from %s refused: %s", self._client, refusal)
             self._client = ""  # refused: nothing to release at the end
         return refusal
@@ -249,6 +257,7 @@ class GatewaySMTP(SMTP):
     def _timeout_cb(self) -> None:
         """A client that stays silent (or dribbles a slow-loris DATA) is told, then disconnected."""
         if self.transport is not None and not self.transport.is_closing():
+            self._door.metrics.refused.labels(Replies.TIMEOUT.name).inc()
             self._writer.write(f"{Replies.TIMEOUT}\r\n".encode())
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
@@ -373,7 +382,17 @@ class GatewaySMTP(SMTP):
         )
         self._reset_timeout()
         self._reset_envelope()
+        door.metrics.received.inc()
         if result.refusal is not None:
+            # The bytes were cut short: no Message-ID to name, but the mail still gets its line.
+            log_mail(
+                outcome="refused",
+                queue_id=None,
+                message_id=None,
+                recipients=len(envelope.rcpt_tos),
+                reason=result.refusal.name,
+                personal={"sender": envelope.mail_from, "to": list(envelope.rcpt_tos)},
+            )
             await self._reply(result.refusal)
             return
         assert self.session is not None
@@ -386,20 +405,36 @@ class GatewaySMTP(SMTP):
             peer=self.client_address(),
             helo=self.session.host_name or "",
         )
-        await self._reply(await self._take(mail))
+        reply = await self._take(mail)
+        if reply.code < 400:
+            door.metrics.accepted.inc()
+        await self._reply(reply)
 
     async def _take(self, mail: ReceivedMail) -> Reply:
         """The screening's verdict, then the automatic-mail policy, then the sink."""
         door = self._door
         screening = screen(mail.raw, mail.sender, door.limits, door.smtp.hostname)
-        if screening.refusal is not None:
-            log.info("mail from %s refused: %s", mail.peer, screening.refusal)
-            return screening.refusal
-        if screening.automatic != "no" and door.automatic_policy == "refuse":
-            return Replies.AUTOMATIC_REFUSED
+        refusal = screening.refusal
+        if refusal is None and screening.automatic != "no" and door.automatic_policy == "refuse":
+            refusal = Replies.AUTOMATIC_REFUSED
+        if refusal is not None:
+            self._log(mail, "refused", refusal.name)
+            return refusal
         if screening.automatic != "no" and door.automatic_policy == "drop":
-            return await door.sink.park(mail)
+            reply = await door.sink.park(mail)
+            self._log(mail, "parked", screening.automatic)
+            return reply
         return await door.sink.accept(mail)
+
+    def _log(self, mail: ReceivedMail, outcome: str, reason: str) -> None:
+        log_mail(
+            outcome=outcome,
+            queue_id=None,
+            message_id=header_message_id(mail.raw),
+            recipients=len(mail.recipients),
+            reason=reason,
+            personal={"sender": mail.sender, "to": list(mail.recipients), "client": mail.peer},
+        )
 
     def _data_refusal(self, arg: str | None) -> Reply | None:
         if not self._greeted():
@@ -502,6 +537,10 @@ class SmtpServer:
     @property
     def port(self) -> int:
         return int(self._servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._servers) and all(server.is_serving() for server in self._servers)
 
     @property
     def implicit_tls_port(self) -> int | None:

@@ -16,7 +16,6 @@ The ``thread`` table remembers which Message-ID became which contact, for ``Rela
 
 from __future__ import annotations
 
-import email.parser
 import json
 import secrets
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import RouteSettings
+from gateway.mime import header_message_id
 from gateway.routing import Target
 from gateway.smtp import ReceivedMail
 
@@ -131,12 +131,6 @@ def new_id(now: float) -> str:
     return f"{int(now * 1000):012x}{secrets.token_hex(3)}"
 
 
-def _message_id(raw: bytes) -> str | None:
-    headers = email.parser.BytesHeaderParser().parsebytes(raw[:65536])
-    value = headers.get("message-id")
-    return str(value).strip()[:998] if value else None
-
-
 def _route_json(route: RouteSettings) -> str:
     return json.dumps(asdict(route), sort_keys=True)
 
@@ -199,7 +193,7 @@ class Spool:
                     "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
                     " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        queue_id, now, mail.sender, json.dumps(mail.recipients), _message_id(mail.raw),
+                        queue_id, now, mail.sender, json.dumps(mail.recipients), header_message_id(mail.raw),
                         len(mail.raw), mail.raw, state, now,
                     ),
                 )  # fmt: skip

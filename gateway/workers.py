@@ -25,6 +25,7 @@ from gateway.dsn import Failure, build_notification, send_notification
 from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
 from gateway.fitting import FittedMail
 from gateway.governor import Governor
+from gateway.mail_log import log_mail
 from gateway.queue import MailQueue
 from gateway.replies import Replies
 from gateway.request import thread_ids
@@ -70,6 +71,7 @@ class DeliveryWorkers:
     ) -> None:
         self._queue = queue
         self._deliverer = deliverer
+        self._metrics = deliverer.metrics
         self._governor = governor
         self._settings = settings
         self._hostname = hostname
@@ -204,6 +206,7 @@ class DeliveryWorkers:
                 )
                 log.info("%s deferred for %.1fs: %s", item.id, delay, transient)
                 await self._queue.defer(item.id, now + delay, str(transient), attempt=not throttled)
+                self._metrics.retries.inc()
                 return
             expired = str(Replies.EXPIRED.format(age=_age(age)))
             current = await self._queue.get(item.id)
@@ -221,10 +224,28 @@ class DeliveryWorkers:
             )
         else:
             await self._queue.finish(item.id)
+            self._metrics.delivery.observe(now - item.received_at)
+            self._log(current, "delivered", now)
+
+    def _log(self, mail: QueuedMail, outcome: str, now: float, reason: str | None = None) -> None:
+        log_mail(
+            outcome=outcome,
+            queue_id=mail.id,
+            message_id=mail.message_id,
+            recipients=len(mail.recipients),
+            contacts=[t.contact_id for t in mail.targets if t.contact_id],
+            duration=now - mail.received_at,
+            reason=reason,
+            personal={"sender": mail.sender, "to": list(mail.recipients)},
+        )
 
     async def _bury(self, mail_id: str, reason: str) -> None:
         log.warning("%s moved to the dead-letter area: %s", mail_id, reason)
         await self._queue.bury(mail_id, reason)
+        self._metrics.dead_letters.inc()
+        mail = await self._queue.get(mail_id)
+        if mail is not None:
+            self._log(mail, "dead", time.time(), reason)
         await self._notify(mail_id)
 
     async def _notify(self, mail_id: str) -> None:
@@ -239,6 +260,7 @@ class DeliveryWorkers:
         if smarthost is None:
             log.warning("%s: no [queue] smarthost configured: the sender is not notified", mail_id)
             await self._queue.set_notice(mail_id, "unsent: no smarthost")
+            self._metrics.notifications.labels("unsent").inc()
             return
         failures = [
             Failure(recipient, (t.reply or "5.0.0").split(" ")[1], t.reply or "")
@@ -259,8 +281,10 @@ class DeliveryWorkers:
         except Exception as error:  # smtplib and sockets raise many kinds; the notice is retried later
             log.warning("%s: the notification could not be sent yet: %s", mail_id, error)
             await self._queue.set_notice(mail_id, "failed")
+            self._metrics.notifications.labels("failed").inc()
             return
         await self._queue.set_notice(mail_id, "sent")
+        self._metrics.notifications.labels("sent").inc()
 
     async def _maintain(self) -> None:
         while not self._stopped.is_set():

@@ -23,6 +23,7 @@ from gateway.aws import StaticCredentials
 from gateway.config import (
     AttachmentSettings,
     AwsSettings,
+    HttpSettings,
     QueueSettings,
     RouteSettings,
     Settings,
@@ -116,6 +117,7 @@ def make_settings(
             ),
         ),
         queue=queue or QueueSettings(mode="sync"),
+        http=HttpSettings(listen=("127.0.0.1", 0)),
     )
 
 

@@ -58,6 +58,8 @@ retry_initial = "50ms"
 retry_max = "500ms"
 min_free_disk = 0
 shutdown_grace = "2s"
+[http]
+listen = "127.0.0.1:0"
 [limits]
 max_mails_per_client_per_minute = 100000
 [[routes]]

@@ -26,6 +26,8 @@ from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES
 __all__ = ["Answer", "AttachmentFetch", "Contact", "EmulatedConnect"]
 
 MAX_CALLS_KEPT = 10_000
+REGION = "us-east-1"
+ACCOUNT = "111122223333"
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,10 @@ class EmulatedConnect:
         addresses: Iterable[str] = (),
         on_contact: Callable[[Contact], None] | None = None,
         file_types: Iterable[str] | None = CONNECT_DEFAULT_FILE_TYPES,
+        flows: Iterable[str] = (),
     ) -> None:
         self.instances = frozenset(instances)
+        self.flows = frozenset(flows)
         self.addresses = tuple(a.casefold() for a in addresses)
         # Connect accepts attachments of the instance's allowed types only; None: every type.
         self.file_types = None if file_types is None else frozenset(t.lower() for t in file_types)
@@ -181,6 +185,37 @@ class EmulatedConnect:
             if os.path.splitext(name)[1].lower() not in self.file_types:
                 return name
         return None
+
+    # -- what `mail-gateway check` asks ------------------------------------------------------------------
+
+    def describe_instance(self, instance: str) -> Answer:
+        if self.instances and instance not in self.instances:
+            return Answer.failure(404, "ResourceNotFoundException", f"Instance {instance} not found")
+        arn = f"arn:aws:connect:{REGION}:{ACCOUNT}:instance/{instance}"
+        return Answer(200, {"Instance": {"Id": instance, "Arn": arn, "InstanceStatus": "ACTIVE"}})
+
+    def search_email_addresses(self, request: Any) -> Answer:
+        """The instance's addresses: those given exactly (a pattern such as ``*@x`` cannot be listed)."""
+        instance = request.get("InstanceId") if isinstance(request, dict) else None
+        if not isinstance(instance, str) or not instance:
+            return Answer.failure(400, "InvalidRequestException", "InstanceId is required")
+        if self.instances and instance not in self.instances:
+            return Answer.failure(404, "ResourceNotFoundException", f"Instance {instance} not found")
+        listed = [a for a in self.addresses if "*" not in a and "?" not in a]
+        prefix = f"arn:aws:connect:{REGION}:{ACCOUNT}:instance/{instance}/email-address"
+        found = [
+            {"EmailAddress": address, "EmailAddressId": f"address-{n}", "EmailAddressArn": f"{prefix}/{n}"}
+            for n, address in enumerate(listed)
+        ]
+        return Answer(200, {"EmailAddresses": found, "ApproximateTotalCount": len(found)})
+
+    def describe_contact_flow(self, instance: str, flow: str) -> Answer:
+        if self.instances and instance not in self.instances:
+            return Answer.failure(404, "ResourceNotFoundException", f"Instance {instance} not found")
+        if self.flows and flow not in self.flows:
+            return Answer.failure(404, "ResourceNotFoundException", f"Contact flow {flow} not found")
+        arn = f"arn:aws:connect:{REGION}:{ACCOUNT}:instance/{instance}/contact-flow/{flow}"
+        return Answer(200, {"ContactFlow": {"Id": flow, "Arn": arn, "Name": flow, "State": "ACTIVE"}})
 
     def is_address(self, address: str) -> bool:
         """Whether the instance has that address (patterns such as ``*@example.com`` allowed)."""

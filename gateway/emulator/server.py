@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
@@ -21,6 +22,7 @@ from aiohttp import web
 from gateway import contract
 from gateway.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
 from gateway.emulator.faults import FaultInjector, Faults
+from gateway.http_endpoint import serve_app
 
 __all__ = ["EmulatorServer", "FaultyS3"]
 
@@ -57,9 +59,15 @@ def _signature_problem(request: web.Request) -> Answer | None:
 
 class EmulatorServer:
     def __init__(
-        self, connect: EmulatedConnect, faults: FaultInjector | None = None, s3: FaultyS3 | None = None
+        self,
+        connect: EmulatedConnect,
+        faults: FaultInjector | None = None,
+        s3: FaultyS3 | None = None,
+        extra_routes: Callable[[web.Application], None] | None = None,
     ) -> None:
+        """``extra_routes`` adds routes of others on this port (the sandbox's /metrics, /healthz, /readyz)."""
         self.connect = connect
+        self._extra_routes = extra_routes
         self.faults = faults or FaultInjector()
         self.s3 = s3
         self._apply_s3_faults()
@@ -71,23 +79,21 @@ class EmulatorServer:
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_put("/contact/email", self._start_email_contact)
+        app.router.add_get("/instance/{instance}", self._describe_instance)
+        app.router.add_post("/search-email-addresses", self._search_email_addresses)
+        app.router.add_get("/contact-flows/{instance}/{flow}", self._describe_contact_flow)
         app.router.add_get("/_emulator/contacts", self._list_contacts)
         app.router.add_delete("/_emulator/contacts", self._clear)
         app.router.add_get("/_emulator/calls", self._list_calls)
         app.router.add_get("/_emulator/faults", self._get_faults)
         app.router.add_put("/_emulator/faults", self._put_faults)
+        if self._extra_routes is not None:
+            self._extra_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.application(), access_log=None)
-        await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, host, port).start()
-        except OSError:
-            await self._runner.cleanup()
-            raise
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_app(self.application(), host, port)
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS))
 
     @property
@@ -125,6 +131,40 @@ class EmulatorServer:
             task = asyncio.get_running_loop().create_task(self._fetch_attachments(contact))
             self._fetches.add(task)
             task.add_done_callback(self._fetches.discard)
+        return _json_response(answer)
+
+    async def _describe_instance(self, request: web.Request) -> web.Response:
+        instance = request.match_info["instance"]
+        return self._answer(
+            "DescribeInstance",
+            {"InstanceId": instance},
+            request,
+            lambda _: self.connect.describe_instance(instance),
+        )
+
+    async def _describe_contact_flow(self, request: web.Request) -> web.Response:
+        instance, flow = request.match_info["instance"], request.match_info["flow"]
+        asked = {"InstanceId": instance, "ContactFlowId": flow}
+        return self._answer(
+            "DescribeContactFlow",
+            asked,
+            request,
+            lambda _: self.connect.describe_contact_flow(instance, flow),
+        )
+
+    async def _search_email_addresses(self, request: web.Request) -> web.Response:
+        try:
+            body: Any = json.loads(await request.read() or b"{}")
+        except ValueError:
+            body = None
+        return self._answer("SearchEmailAddresses", body, request, self.connect.search_email_addresses)
+
+    def _answer(
+        self, operation: str, asked: Any, request: web.Request, decide: Callable[[Any], Answer]
+    ) -> web.Response:
+        """The read-only operations: signed, recorded, and as strict as the emulator was told to be."""
+        answer = _signature_problem(request) or decide(asked)
+        self.connect.record(operation, asked, answer)
         return _json_response(answer)
 
     async def _fetch_attachments(self, contact: Contact) -> None:

@@ -1,0 +1,163 @@
+"""``mail-gateway check``: before the first mail, is the AWS side of the configuration right?
+
+One line per check, naming the item: credentials resolve; each Connect instance exists; each route's
+destination is an email address of its instance; each named contact flow exists; the bucket takes a
+put, a presigned GET and a delete. The exit status is 0 only when nothing failed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiobotocore.session import get_session
+
+from gateway.aws import AwsClients, StaticCredentials
+from gateway.aws_errors import translate, translated
+from gateway.config import Settings
+from gateway.errors import DeliveryError
+
+__all__ = ["Check", "run_checks"]
+
+MAX_ADDRESS_PAGES = 20
+PROBE_PREFIX = "mail-gateway-check/"  # under [attachments] prefix: where the bucket check puts its probe
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # PASS, FAIL or SKIP
+    item: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.item}: {self.detail}"
+
+
+async def _attempt(item: str, action: Awaitable[str]) -> Check:
+    try:
+        return Check("PASS", item, await action)
+    except DeliveryError as error:
+        return Check("FAIL", item, error.detail)
+    except _CheckFailed as failure:
+        return Check("FAIL", item, str(failure))
+
+
+class _CheckFailed(Exception):
+    pass
+
+
+async def run_checks(settings: Settings, credentials: StaticCredentials | None = None) -> list[Check]:
+    checks = [Check("PASS", "config", f"{len(settings.routes)} route(s)")]
+    found = credentials is not None or await get_session().get_credentials() is not None
+    if not found:
+        checks.append(
+            Check("FAIL", "credentials", "none found (environment, shared files, instance or pod role)")
+        )
+        return checks
+    checks.append(Check("PASS", "credentials", "found"))
+    try:
+        async with AwsClients(settings.aws, credentials) as aws:
+            checks += await _connect_checks(settings, aws)
+            checks.append(await _attempt(f"bucket {settings.attachments.bucket}", _bucket(settings, aws)))
+    except DeliveryError as error:
+        checks.append(Check("FAIL", "aws", error.detail))
+    return checks
+
+
+async def _connect_checks(settings: Settings, aws: AwsClients) -> list[Check]:
+    checks: list[Check] = []
+    instances = list(dict.fromkeys(route.instance_id for route in settings.routes))
+    existing = set()
+    for instance in instances:
+        check = await _attempt(f"instance {instance}", _instance(aws, instance))
+        checks.append(check)
+        if check.status == "PASS":
+            existing.add(instance)
+    addresses: dict[str, set[str]] = {}
+    for route in settings.routes:
+        destination = route.destination or (route.match if "*" not in route.match else None)
+        item = f"destination {destination} in instance {route.instance_id}"
+        if destination is None:
+            checks.append(
+                Check(
+                    "SKIP",
+                    f"destination of route {route.match}",
+                    "the recipient itself, known when mail comes",
+                )
+            )
+        elif route.instance_id in existing:
+            if route.instance_id not in addresses:
+                try:
+                    addresses[route.instance_id] = await _addresses(aws, route.instance_id)
+                except DeliveryError as error:
+                    detail = f"cannot list the instance's addresses: {error.detail}"
+                    checks.append(Check("FAIL", item, detail))
+                    continue
+            known = destination.casefold() in addresses[route.instance_id]
+            checks.append(
+                Check("PASS", item, "an email address of the instance")
+                if known
+                else Check("FAIL", item, "not an email address of the instance: contacts would be refused")
+            )
+        if route.contact_flow_id:
+            flow = route.contact_flow_id
+            item = f"contact flow {flow} in instance {route.instance_id}"
+            checks.append(await _attempt(item, _flow(aws, route.instance_id, flow)))
+    return checks
+
+
+async def _instance(aws: AwsClients, instance: str) -> str:
+    with translated("connect"):
+        answer = await aws.connect.describe_instance(InstanceId=instance)
+    return f"exists ({answer['Instance'].get('InstanceStatus', 'status unknown')})"
+
+
+async def _addresses(aws: AwsClients, instance: str) -> set[str]:
+    found: set[str] = set()
+    options: dict[str, Any] = {"InstanceId": instance, "MaxResults": 100}
+    for _ in range(MAX_ADDRESS_PAGES):
+        with translated("connect"):
+            page = await aws.connect.search_email_addresses(**options)
+        found |= {item["EmailAddress"].casefold() for item in page.get("EmailAddresses", [])}
+        if not page.get("NextToken"):
+            break
+        options["NextToken"] = page["NextToken"]
+    return found
+
+
+async def _flow(aws: AwsClients, instance: str, flow: str) -> str:
+    with translated("connect"):
+        answer = await aws.connect.describe_contact_flow(InstanceId=instance, ContactFlowId=flow)
+    return f"exists ({answer['ContactFlow'].get('State', 'state unknown')})"
+
+
+async def _bucket(settings: Settings, aws: AwsClients) -> str:
+    attachments = settings.attachments
+    key = f"{attachments.prefix}{PROBE_PREFIX}{secrets.token_hex(8)}"
+    body = b"mail-gateway check"
+    extra: dict[str, Any] = {}
+    if attachments.sse:
+        extra["ServerSideEncryption"] = attachments.sse
+    if attachments.kms_key_id:
+        extra["SSEKMSKeyId"] = attachments.kms_key_id
+    with translated("s3"):
+        await aws.s3.put_object(Bucket=attachments.bucket, Key=key, Body=body, **extra)
+    try:
+        with translated("s3"):
+            url: str = await aws.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": attachments.bucket, "Key": key}, ExpiresIn=60
+            )
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as response:
+                fetched = await response.read()
+        except aiohttp.ClientError as error:
+            raise translate(error, "s3") from error
+        if fetched != body:
+            raise _CheckFailed(f"the presigned URL answered HTTP {response.status}, not the object")
+    finally:
+        with translated("s3"):
+            await aws.s3.delete_object(Bucket=attachments.bucket, Key=key)
+    return "put, presigned GET and delete work"
