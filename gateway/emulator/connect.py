@@ -108,13 +108,19 @@ class EmulatedConnect:
         self.calls: deque[dict[str, Any]] = deque(maxlen=MAX_CALLS_KEPT)
         self._tokens: dict[str, tuple[str, str]] = {}  # ClientToken -> (fingerprint, ContactId)
         self._on_contact = on_contact
+        self.version = 0  # grows with every change: the page polls cheaply (ETag) and redraws on news
+
+    def changed(self) -> None:
+        self.version += 1
 
     def clear(self) -> None:
         self.contacts.clear()
         self.calls.clear()
         self._tokens.clear()
+        self.changed()
 
     def record(self, operation: str, request: Any, answer: Answer, **notes: Any) -> None:
+        self.changed()
         self.calls.append(
             {
                 "Operation": operation,

@@ -1,10 +1,10 @@
 """The emulator over HTTP, as botocore expects Connect to speak (rest-json, SigV4 signed).
 
-Endpoints: ``PUT /contact/email`` (StartEmailContact) and the inspection API: ``GET /_emulator/contacts``,
-``GET /_emulator/calls``, ``DELETE /_emulator/contacts`` (forgets contacts, calls and tokens),
-``GET``/``PUT /_emulator/faults`` (see :mod:`.faults`). Like Connect, the server downloads every
-attachment's presigned URL after it has answered.
-"""
+Endpoints: ``PUT /contact/email`` (StartEmailContact), the staging page at ``/`` (:mod:`.page`), and the
+inspection API: ``GET /_emulator/contacts``, ``GET /_emulator/calls`` (``?refused=1``: only the refused),
+``DELETE /_emulator/contacts`` (forgets contacts, calls and tokens), ``GET``/``PUT /_emulator/faults``
+(see :mod:`.faults`). Like Connect, the server downloads every attachment's presigned URL after it has
+answered."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway import contract
 from gateway.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
 from gateway.emulator.faults import FaultInjector, Faults
+from gateway.emulator.page import add_page_routes
 from gateway.http_endpoint import serve_app
 
 __all__ = ["EmulatorServer", "FaultyS3"]
@@ -33,9 +34,16 @@ FETCH_TIMEOUT_SECONDS = 30
 
 
 class FaultyS3(Protocol):
-    """The embedded S3, whose faults the emulator's fault settings also steer."""
+    """The embedded S3: its faults follow the emulator's settings, and the staging page reads from it."""
 
     error_rate: float
+
+    @property
+    def url(self) -> str: ...
+
+    def client(self) -> Any:
+        """A synchronous botocore S3 client for it."""
+        ...
 
 
 def _json_response(answer: Answer) -> web.Response:
@@ -87,6 +95,7 @@ class EmulatorServer:
         app.router.add_get("/_emulator/calls", self._list_calls)
         app.router.add_get("/_emulator/faults", self._get_faults)
         app.router.add_put("/_emulator/faults", self._put_faults)
+        add_page_routes(app, self.connect, lambda: self.s3)
         if self._extra_routes is not None:
             self._extra_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
@@ -187,12 +196,27 @@ class EmulatorServer:
         except (aiohttp.ClientError, TimeoutError) as error:
             attachment.error = f"{type(error).__name__}: {error}"
             log.info("attachment %s could not be fetched: %s", attachment.file_name, attachment.error)
+        self.connect.changed()
 
     async def _list_contacts(self, request: web.Request) -> web.Response:
-        return web.json_response({"contacts": [c.to_json() for c in self.connect.contacts.values()]})
+        return self._unless_unchanged(
+            request, lambda: {"contacts": [c.to_json() for c in self.connect.contacts.values()]}
+        )
 
     async def _list_calls(self, request: web.Request) -> web.Response:
-        return web.json_response({"calls": list(self.connect.calls)})
+        """Every call, or with ``?refused=1`` those answered 4xx or 5xx (injected faults included)."""
+        refused = request.query.get("refused") in ("1", "true")
+        return self._unless_unchanged(
+            request,
+            lambda: {"calls": [c for c in self.connect.calls if not refused or c["Status"] >= 400]},
+        )
+
+    def _unless_unchanged(self, request: web.Request, document: Callable[[], Any]) -> web.Response:
+        """304 when nothing changed since the ETag the client holds: polling costs next to nothing."""
+        etag = f'"{self.connect.version}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.json_response(document(), headers={"ETag": etag, "Cache-Control": "no-cache"})
 
     async def _clear(self, request: web.Request) -> web.Response:
         self.connect.clear()

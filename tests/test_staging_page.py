@@ -1,0 +1,314 @@
+"""The staging page in a real headless Chromium, against the real ``mail-gateway sandbox`` command.
+
+Chromium and its driver come from Debian's packages (``.ci/run`` installs them); selenium drives them with
+no browser download. Outside CI the test skips with the reason when they are missing.
+``MAIL_GATEWAY_SCREENSHOT=path.png`` also saves the screenshot the README shows.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import smtplib
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_cli import IN_CI, Sandbox, sandbox  # noqa: F401  (the fixture)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def _unavailable() -> str | None:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        return "Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    reason = _unavailable()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"Chromium is required under CI: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--window-size=1440,900", "--disable-background-networking", "--no-first-run",
+        "--disable-extensions", "--disable-sync", "--metrics-recording-only",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Beacon:
+    """An HTTP server that counts every request: a payload that runs, or a remote load, would call it."""
+
+    def __init__(self) -> None:
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                """Quiet."""
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def send(port: int, message: EmailMessage, recipient: str = "support@example.com") -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("app.staging.test")
+        client.mail("app@staging.test")
+        client.rcpt(recipient)
+        code, text = client.data(message.as_bytes())
+    return f"{code} {text.decode()}"
+
+
+def plain(subject: str, body: str, **attachments: bytes) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Order Service <orders@shop.test>"
+    message["To"] = "support@example.com"
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{abs(hash(subject))}@shop.test>"
+    message.set_content(body)
+    for name, data in attachments.items():
+        filename = name.replace("_", ".")
+        message.add_attachment(data, maintype="application", subtype="octet-stream", filename=filename)
+    return message
+
+
+def wait(condition: Callable[[], Any], seconds: float = 15.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception:  # a stale element while the page redraws; ask again
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def rows(driver: Any) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return [row for row in driver.find_elements(By.CSS_SELECTOR, "#contacts tbody tr") if row.is_displayed()]
+
+
+def subjects(driver: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [row.find_element(By.CSS_SELECTOR, "td.subject").text for row in rows(driver)]
+
+
+def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    page = f"http://127.0.0.1:{sandbox.http_port}/"
+    browser.get(page)
+    assert "No contacts yet" in browser.find_element(By.ID, "empty").text
+    report = b"%PDF-1.4 quarterly report " + os.urandom(2048)
+    send(sandbox.smtp_port, plain("Invoice 4711 is wrong", "Please check the amount.", invoice_pdf=report))
+    wait(lambda: subjects(browser) == ["Invoice 4711 is wrong"])  # no reload: the page polls
+    send(sandbox.smtp_port, plain("Where is my parcel?", "Tracking says nothing."))
+    wait(lambda: subjects(browser) == ["Where is my parcel?", "Invoice 4711 is wrong"])  # newest first
+    first = rows(browser)[1]
+    cells = [cell.text for cell in first.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:5] == [
+        "Order Service <orders@shop.test>",
+        "support@example.com",
+        "Invoice 4711 is wrong",
+        "1",
+    ]
+
+    first.click()
+    detail = wait(lambda: browser.find_element(By.ID, "detail"))
+    wait(lambda: "Invoice 4711 is wrong" in detail.text)
+    text = detail.text
+    assert "Please check the amount." in text
+    for field in (
+        "InstanceId",
+        "sandbox-instance",
+        "ClientToken",
+        "FromEmailAddress.EmailAddress",
+        "MESSAGE_ID",
+    ):
+        assert field in text
+    link = detail.find_element(By.LINK_TEXT, "invoice.pdf")
+    link.click()
+    downloaded = wait(lambda: [p for p in browser.downloads.iterdir() if not p.name.endswith(".crdownload")])
+    assert [p.read_bytes() for p in downloaded] == [report]
+
+    search = browser.find_element(By.ID, "search")
+    search.send_keys("parcel")
+    wait(lambda: subjects(browser) == ["Where is my parcel?"])
+    search.clear()
+    search.send_keys("orders@shop")
+    wait(lambda: len(subjects(browser)) == 2)
+
+    screenshot = os.environ.get("MAIL_GATEWAY_SCREENSHOT")
+    if screenshot:
+        browser.save_screenshot(screenshot)
+
+    browser.find_element(By.ID, "clear").click()
+    wait(lambda: subjects(browser) == [])
+    with urllib.request.urlopen(f"{page}_emulator/contacts", timeout=10) as response:
+        assert json.load(response)["contacts"] == []
+
+
+def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sandbox) -> None:  # noqa: F811
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    beacon = Beacon()
+    try:
+        payload = (
+            f"<script>fetch('{beacon.url}/script');top.document.title='pwned';</script>"
+            f"<img src=x onerror=\"new Image().src='{beacon.url}/onerror';alert(1)\">"
+            f'<img src="{beacon.url}/remote.png">'
+            f"<svg onload=\"fetch('{beacon.url}/svg')\"></svg>"
+            f"<a href=\"javascript:fetch('{beacon.url}/js-link')\">link</a>"
+            "<p style='color:#0a0'>Visible HTML content</p>"
+        )
+        message = EmailMessage()
+        message["From"] = f"\"<img src=x onerror=fetch('{beacon.url}/name')>\" <evil@attacker.test>"
+        message["To"] = "support@example.com"
+        message["Subject"] = f"<img src=x onerror=fetch('{beacon.url}/subject')> hello"
+        message["Message-ID"] = "<xss-1@attacker.test>"
+        message.set_content("plain part")
+        message.add_alternative(payload, subtype="html")
+        message.add_attachment(
+            b"data", maintype="application", subtype="pdf", filename='"><img src=x onerror=alert(2)>.pdf'
+        )
+        browser.get(f"http://127.0.0.1:{sandbox.http_port}/")
+        title = browser.title
+        send(sandbox.smtp_port, message)
+        wait(lambda: len(rows(browser)) == 1)
+        assert subjects(browser) == [f"<img src=x onerror=fetch('{beacon.url}/subject')> hello"]  # as text
+        rows(browser)[0].click()
+        frame = wait(lambda: browser.find_element(By.CSS_SELECTOR, "#detail iframe.body"))
+        assert frame.get_attribute("sandbox") == ""
+        browser.switch_to.frame(frame)
+        wait(lambda: "Visible HTML content" in browser.find_element(By.TAG_NAME, "body").text)
+        browser.switch_to.default_content()
+        time.sleep(1.5)  # time for anything that could run to run
+        assert beacon.hits == []
+        assert browser.title == title
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert.text  # noqa: B018
+        assert (
+            browser.execute_script("return document.querySelectorAll('#detail img, #contacts img').length")
+            == 0
+        )
+        detail = browser.find_element(By.ID, "detail").text
+        assert '"><img src=x onerror=alert(2)>.pdf' in detail
+    finally:
+        beacon.close()
+
+
+def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: Sandbox) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    base = f"http://127.0.0.1:{sandbox.http_port}"
+    faults = urllib.request.Request(
+        f"{base}/_emulator/faults", data=b'{"error_rate": 1.0}', method="PUT",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    urllib.request.urlopen(faults, timeout=10).close()
+    browser.get(f"{base}/")
+    reply = send(sandbox.smtp_port, plain("Refused by Connect", "x"))
+    assert reply.startswith("451")
+    count = browser.find_element(By.ID, "refused-count")
+    wait(lambda: int(count.text) >= 1)
+    browser.find_element(By.ID, "tab-refused").click()
+    refused = browser.find_element(By.ID, "refused")
+    wait(lambda: "InternalServiceException" in refused.text)
+    assert "StartEmailContact" in refused.text and "500" in refused.text
+    reset = urllib.request.Request(
+        f"{base}/_emulator/faults", data=b'{"error_rate": 0}', method="PUT",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    urllib.request.urlopen(reset, timeout=10).close()
+
+    # A file type Connect does not take is left out of the contact: the original is stored and linked.
+    send(sandbox.smtp_port, plain("With a program", "see attachment", setup_exe=b"MZ\x90\x00binary"))
+    browser.find_element(By.ID, "tab-contacts").click()
+    wait(lambda: "With a program" in subjects(browser))
+    [row] = [r for r in rows(browser) if "With a program" in r.text]
+    row.click()
+    detail = browser.find_element(By.ID, "detail")
+    show = wait(lambda: detail.find_element(By.XPATH, ".//button[text()='Show the original']"))
+    show.click()
+    wait(lambda: 'filename="setup.exe"' in detail.text)
+    assert "Subject: With a program" in detail.text
+
+
+def test_page_and_body_carry_a_restrictive_policy(sandbox: Sandbox) -> None:  # noqa: F811
+    """Checked without a browser, so that it runs everywhere."""
+    base = f"http://127.0.0.1:{sandbox.http_port}"
+    with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+        policy = response.headers["Content-Security-Policy"]
+        page = response.read().decode()
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("style-src")[0]
+    assert '<script src="/_emulator/ui/app.js"' in page and "http" not in page.replace("http-equiv", "")
+    send(sandbox.smtp_port, html_mail())
+    with urllib.request.urlopen(f"{base}/_emulator/contacts", timeout=10) as response:
+        [contact] = json.load(response)["contacts"]
+    with urllib.request.urlopen(
+        f"{base}/_emulator/contacts/{contact['ContactId']}/body", timeout=10
+    ) as response:
+        body_policy = response.headers["Content-Security-Policy"]
+        assert response.read().decode().strip() == "<p>hi</p>"
+    assert body_policy.startswith("sandbox;") and "default-src 'none'" in body_policy
+    assert "script-src" not in body_policy
+
+
+def html_mail() -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "a@shop.test"
+    message["To"] = "support@example.com"
+    message["Subject"] = "html"
+    message.set_content("<p>hi</p>\n", subtype="html")
+    return message
