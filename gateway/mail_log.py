@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_mail"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_mail", "redacted"]
 
 MAIL_LOGGER = logging.getLogger("gateway.mail")
 _personal_data = False  # set once at start by configure_logging, from [log] personal_data
@@ -47,6 +47,17 @@ def log_mail(
     if personal and _personal_data:
         fields.update(personal)
     MAIL_LOGGER.info("mail %s", outcome, extra={"mail": fields})
+
+
+def redacted(detail: str) -> str:
+    """An error for the log: ``connect: InvalidRequestException`` without its message unless personal data
+    is allowed, because AWS messages echo request values such as the customer's address. The full text
+    stays in the spool (``mail-gateway queue show``)."""
+    if _personal_data:
+        return detail
+    service, _, rest = detail.partition(": ")
+    code = rest.split(": ", 1)[0]
+    return f"{service}: {code}" if code and " " not in code else service
 
 
 class JsonFormatter(logging.Formatter):

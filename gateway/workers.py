@@ -25,7 +25,7 @@ from gateway.dsn import Failure, build_notification, send_notification
 from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
 from gateway.fitting import FittedMail
 from gateway.governor import Governor
-from gateway.mail_log import log_mail
+from gateway.mail_log import log_mail, redacted
 from gateway.queue import MailQueue
 from gateway.replies import Replies
 from gateway.request import thread_ids
@@ -170,7 +170,8 @@ class DeliveryWorkers:
                     self._governor.throttled()
                 return outcome.error
             else:
-                log.warning("%s: %s refused for good: %s", item.id, target.target.destination, outcome.error)
+                detail = redacted(str(outcome.error))
+                log.warning("%s: %s refused for good: %s", item.id, target.target.destination, detail)
                 await self._queue.failed(
                     item.id, target.position, str(outcome.error), str(outcome.error.reply)
                 )
@@ -240,12 +241,12 @@ class DeliveryWorkers:
         )
 
     async def _bury(self, mail_id: str, reason: str) -> None:
-        log.warning("%s moved to the dead-letter area: %s", mail_id, reason)
+        log.warning("%s moved to the dead-letter area: %s", mail_id, redacted(reason))
         await self._queue.bury(mail_id, reason)
         self._metrics.dead_letters.inc()
         mail = await self._queue.get(mail_id)
         if mail is not None:
-            self._log(mail, "dead", time.time(), reason)
+            self._log(mail, "dead", time.time(), redacted(reason))
         await self._notify(mail_id)
 
     async def _notify(self, mail_id: str) -> None:

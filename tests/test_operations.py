@@ -214,3 +214,36 @@ def test_personal_data_only_when_the_operator_allows_it(
     assert (shown["sender"], shown["to"]) == ("kunde@client.test", ["support@example.com"])
     text = TextFormatter().format(caplog.records[0])
     assert text.endswith("mail delivered queue_id=q1 message_id=<a@b> recipients=1 contacts=[]")
+
+
+def test_error_texts_leave_the_log_without_their_echoed_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    detail = "connect: InvalidRequestException: Value 'kunde@client.test' at 'fromEmailAddress' failed"
+    assert mail_log.redacted(detail) == "connect: InvalidRequestException"
+    assert mail_log.redacted("s3: a presigned URL has 2100 characters") == "s3"
+    monkeypatch.setattr(mail_log, "_personal_data", True)
+    assert mail_log.redacted(detail) == detail
+
+
+async def test_a_dead_letter_is_logged_by_its_error_class_and_kept_whole_in_the_spool(
+    s3_server: EmbeddedS3, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = EmulatorServer(EmulatedConnect(addresses=["elsewhere@example.com"]))
+    await server.start()
+    try:
+        settings = make_settings(server, s3_server, bucket, queue=spool_settings(tmp_path / "spool"))
+        async with Gateway(settings, CREDENTIALS) as gateway:
+            code, text = await SmtpClient(gateway.smtp_port).send(mail("<dead-1@client.test>"))
+            assert code == 250
+            await wait_for(lambda: any(line["outcome"] == "dead" for line in mail_lines(caplog)))
+            assert gateway.queue is not None
+            dead = await gateway.queue.get(text.rsplit(" ", 1)[1])
+    finally:
+        await server.stop()
+    [line] = mail_lines(caplog)
+    assert line["reason"] == "connect: InvalidRequestException"
+    assert dead is not None and dead.state == "dead"
+    assert "support@example.com" in (dead.last_error or "")  # the whole text waits in the spool
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway"))
+    assert "InvalidRequestException" in logged
+    assert "is not an email address of instance" not in logged  # Connect's message, which echoes values
