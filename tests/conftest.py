@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -211,27 +213,30 @@ async def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None
         await asyncio.sleep(0.02)
 
 
-class Capture:
-    """A smarthost: our own front door with a catch-all route, keeping what it is handed."""
+class RecordingSink:
+    """A sink that keeps what the front door hands over, parked mail apart. It answers ``reply`` when
+    given, else ``Queued as q<n>``; with a catch-all route it is also a smarthost that captures DSNs."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: Reply | None = None) -> None:
+        self.reply = reply
         self.mails: list[ReceivedMail] = []
+        self.parked: list[ReceivedMail] = []
 
     def room_for(self, size: int) -> Reply | None:
         return None
 
     async def accept(self, mail: ReceivedMail) -> Reply:
         self.mails.append(mail)
-        return Replies.QUEUED.format(queue_id="captured")
+        return self.reply or Replies.QUEUED.format(queue_id=f"q{len(self.mails)}")
 
     async def park(self, mail: ReceivedMail) -> Reply:
-        self.mails.append(mail)
-        return Replies.PARKED.format(queue_id="parked")
+        self.parked.append(mail)
+        return Replies.PARKED.format(queue_id=f"p{len(self.parked)}")
 
 
 @pytest.fixture
-async def smarthost() -> AsyncIterator[tuple[SmtpServer, Capture]]:
-    capture = Capture()
+async def smarthost() -> AsyncIterator[tuple[SmtpServer, RecordingSink]]:
+    capture = RecordingSink(Replies.QUEUED.format(queue_id="captured"))
     smarthost_settings = SmtpSettings(host="127.0.0.1", port=0, hostname="smarthost.test")
     server = SmtpServer(make_door(capture, [RouteSettings(match="*", instance_id="x")], smarthost_settings))
     await server.start()
@@ -254,6 +259,22 @@ def spool_settings(path: Path, **changes: Any) -> QueueSettings:
     }
     values.update(changes)
     return QueueSettings(**values)
+
+
+async def retry_all_dead(spool: Path, directory: Path) -> str:
+    """``mail-gateway queue retry --all-dead``, run as an operator runs it beside the gateway; its output."""
+    config = directory / "gateway.toml"
+    config.write_text(
+        f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{spool}"\n'
+        '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "queue", "--config", str(config), "retry", "--all-dead",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err
+    return out.decode()
 
 
 def mail(message_id: str = "<q1@client.test>", **headers: str) -> bytes:

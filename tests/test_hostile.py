@@ -21,10 +21,11 @@ from gateway.config import RouteSettings, SmtpSettings
 from gateway.config_frontdoor import AccessSettings, AuthSettings, LimitSettings, TlsSettings, _networks
 from gateway.credentials import Credentials, hash_password
 from gateway.dsn import LOOP_HEADER
-from gateway.replies import Replies, Reply
-from gateway.routing import Router
-from gateway.smtp import FrontDoor, ReceivedMail, SmtpServer
+from gateway.replies import Replies
+from gateway.smtp import SmtpServer
 from gateway.tls import CertificateReloader, server_context
+
+from .conftest import RecordingSink, make_door
 
 ROUTES = [
     RouteSettings(match="support@example.com", instance_id="i-1"),
@@ -32,23 +33,6 @@ ROUTES = [
 ]
 PASSWORD = "correct horse battery staple"
 MAIL = b"From: customer@client.test\r\nSubject: hello\r\n\r\nbody\r\n"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.accepted: list[ReceivedMail] = []
-        self.parked: list[ReceivedMail] = []
-
-    def room_for(self, size: int) -> Reply | None:
-        return None
-
-    async def accept(self, mail: ReceivedMail) -> Reply:
-        self.accepted.append(mail)
-        return Replies.QUEUED.format(queue_id=f"q{len(self.accepted)}")
-
-    async def park(self, mail: ReceivedMail) -> Reply:
-        self.parked.append(mail)
-        return Replies.PARKED.format(queue_id=f"p{len(self.parked)}")
 
 
 class Session:
@@ -99,7 +83,7 @@ class Session:
 @dataclass
 class Door:
     server: SmtpServer
-    sink: Sink
+    sink: RecordingSink
     admission: Admission
     opened: list[Session]
 
@@ -151,21 +135,13 @@ async def door_factory() -> AsyncIterator[Callable[..., Any]]:
         implicit: bool = False,
         **options: Any,
     ) -> Door:
-        limits = limits or LimitSettings()
-        sink = Sink()
-        admission = Admission(access or AccessSettings(), limits, auth or AuthSettings())
-        door = FrontDoor(
-            smtp=SmtpSettings(host="0.0.0.0", port=0, hostname="mx.gateway.test", max_message_size=200_000),
-            limits=limits,
-            router=Router(ROUTES),
-            sink=sink,
-            admission=admission,
-            **options,
-        )
+        sink = RecordingSink()
+        smtp = SmtpSettings(host="0.0.0.0", port=0, hostname="mx.gateway.test", max_message_size=200_000)
+        door = make_door(sink, ROUTES, smtp, limits, access, auth, **options)
         server = SmtpServer(door, ("127.0.0.1", 0) if implicit else None)
         await server.start()
         servers.append(server)
-        return Door(server, sink, admission, opened)
+        return Door(server, sink, door.admission, opened)
 
     yield build
     for session in opened:
@@ -195,7 +171,7 @@ async def test_open_relay_attempts_are_refused(door_factory: Callable[..., Any])
         assert (await session.command(f"RCPT TO:{recipient}")).startswith(expected), recipient
     assert (await session.command("DATA")).startswith("554 5.5.1")  # no recipient was accepted
     session.close()
-    assert door.sink.accepted == []
+    assert door.sink.mails == []
 
 
 async def test_auth_is_offered_and_accepted_only_over_tls(
@@ -270,7 +246,7 @@ async def test_require_tls(
         return client.sendmail("a@client.test", ["support@example.com"], MAIL)
 
     assert await asyncio.to_thread(lambda: _smtp(door.port, send)) == {}
-    assert len(door.sink.accepted) == 1
+    assert len(door.sink.mails) == 1
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
@@ -410,7 +386,7 @@ async def test_slow_loris_is_cut_off(door_factory: Callable[..., Any]) -> None:
             continue
     assert reply == str(Replies.TIMEOUT)
     assert asyncio.get_running_loop().time() - started < 3
-    assert door.sink.accepted == []
+    assert door.sink.mails == []
 
 
 async def test_a_connection_flood_is_refused_and_others_are_served(door_factory: Callable[..., Any]) -> None:
@@ -457,7 +433,7 @@ async def test_loops_sizes_and_parts(door_factory: Callable[..., Any]) -> None:
         b"--b\r\nContent-Type: text/plain\r\n\r\npart\r\n" for _ in range(12)
     )
     assert await data(door, parts + b"--b--\r\n") == "554 5.6.0 The message has more than 10 MIME parts"
-    assert len(door.sink.accepted) == 1
+    assert len(door.sink.mails) == 1
 
 
 OUT_OF_OFFICE = (

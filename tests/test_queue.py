@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
@@ -21,13 +19,13 @@ from gateway.spool import Spool
 
 from .conftest import (
     CREDENTIALS,
-    ROOT,
-    Capture,
+    RecordingSink,
     SmtpClient,
     contacts,
     mail,
     make_settings,
     put_faults,
+    retry_all_dead,
     spool_settings,
     wait_for,
 )
@@ -39,7 +37,7 @@ def spooled(
     s3_server: EmbeddedS3,
     bucket: str,
     tmp_path: Path,
-    smarthost: tuple[SmtpServer, Capture],
+    smarthost: tuple[SmtpServer, RecordingSink],
 ) -> Settings:
     queue = spool_settings(tmp_path / "spool", smarthost=("127.0.0.1", smarthost[0].port))
     return make_settings(emulator, s3_server, bucket, queue=queue)
@@ -75,7 +73,7 @@ async def test_transient_failures_are_retried_and_the_request_is_resent_unchange
 
 
 async def test_permanent_refusal_goes_to_dead_letters_with_a_notification_and_can_be_retried(
-    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture], tmp_path: Path
+    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, RecordingSink], tmp_path: Path
 ) -> None:
     emulator.connect.addresses = ("*@elsewhere.example",)  # support@example.com is not an address of it
     async with Gateway(spooled, CREDENTIALS) as gateway:
@@ -99,23 +97,13 @@ async def test_permanent_refusal_goes_to_dead_letters_with_a_notification_and_ca
         assert "Status: 5.6.0" in text_status
         assert "instance" not in report.get_payload()[0].get_payload(decode=True).decode()  # no internals
         emulator.connect.addresses = ("*@example.com",)
-        config = tmp_path / "gateway.toml"
-        config.write_text(
-            f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{spooled.queue.path}"\n'
-            '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
-        )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "queue", "--config", str(config), "retry", "--all-dead",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-        )  # fmt: skip
-        out, err = await process.communicate()
-        assert process.returncode == 0, err
-        assert out.decode().startswith("1 mail(s) queued again")
+        out = await retry_all_dead(spooled.queue.path, tmp_path)
+        assert out.startswith("1 mail(s) queued again")
         await wait_for(lambda: len(contacts(emulator)) == 1)
 
 
 async def test_null_sender_gets_no_notification(
-    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture]
+    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, RecordingSink]
 ) -> None:
     emulator.connect.addresses = ("*@elsewhere.example",)
     async with Gateway(spooled, CREDENTIALS) as gateway:
@@ -139,7 +127,7 @@ async def test_without_smarthost_the_missing_notification_is_recorded(
 
 
 async def test_expired_mail_is_given_up(
-    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture]
+    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, RecordingSink]
 ) -> None:
     await put_faults(emulator, error_rate=1.0)
     settings = replace(spooled, queue=replace(spooled.queue, max_age=0.3))

@@ -9,8 +9,6 @@ destination Connect refuses: they end in the dead-letter area with their reason 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -26,12 +24,12 @@ from gateway.spool import Spool
 
 from .conftest import (
     CREDENTIALS,
-    ROOT,
-    Capture,
+    RecordingSink,
     SmtpClient,
     mail,
     make_settings,
     put_faults,
+    retry_all_dead,
     spool_settings,
     wait_for,
 )
@@ -62,7 +60,7 @@ def loaded(
     s3_server: EmbeddedS3,
     bucket: str,
     tmp_path: Path,
-    smarthost: tuple[SmtpServer, Capture],
+    smarthost: tuple[SmtpServer, RecordingSink],
 ) -> Settings:
     queue = spool_settings(
         tmp_path / "spool",
@@ -79,7 +77,7 @@ def loaded(
 
 
 async def test_throttled_and_failing_connect(
-    loaded: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, Capture], tmp_path: Path
+    loaded: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, RecordingSink], tmp_path: Path
 ) -> None:
     emulator.connect.addresses = ("support@example.com",)
     await put_faults(emulator, throttle_rps=THROTTLE_RPS, error_rate=0.33)
@@ -112,17 +110,8 @@ async def test_throttled_and_failing_connect(
         assert {m.recipients for m in smarthost[1].mails} == {("customer@client.test",)}
 
         emulator.connect.addresses = ("support@example.com", "refused@example.com")
-        config = tmp_path / "gateway.toml"
-        config.write_text(
-            f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{loaded.queue.path}"\n'
-            '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
-        )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "queue", "--config", str(config), "retry", "--all-dead",
-            stdout=subprocess.PIPE, cwd=ROOT,
-        )  # fmt: skip
-        out, _ = await process.communicate()
-        assert out.decode().startswith(f"{REFUSED} mail(s) queued again")
+        out = await retry_all_dead(loaded.queue.path, tmp_path)
+        assert out.startswith(f"{REFUSED} mail(s) queued again")
         await wait_for(lambda: len(per_message()) == GOOD + REFUSED, seconds=120)
     assert max(per_message().values()) == 1
     print(f"\n{len(emulator.connect.calls)} calls for {GOOD + REFUSED} mails: {dict(statuses)}")

@@ -13,27 +13,7 @@ from gateway.replies import Replies, Reply
 from gateway.sandbox import sandbox_route
 from gateway.smtp import ReceivedMail, SmtpServer
 
-from .conftest import SmtpClient, make_door
-
-
-class RecordingSink:
-    """Takes every mail and answers a fixed reply; records what the front door handed over."""
-
-    def __init__(self, reply: Reply | None = None) -> None:
-        self.reply = reply or Replies.DELIVERED.format(contacts="c-1")
-        self.mails: list[ReceivedMail] = []
-        self.parked: list[ReceivedMail] = []
-
-    def room_for(self, size: int) -> Reply | None:
-        return None
-
-    async def park(self, mail: ReceivedMail) -> Reply:
-        self.parked.append(mail)
-        return Replies.PARKED.format(queue_id="p-1")
-
-    async def accept(self, mail: ReceivedMail) -> Reply:
-        self.mails.append(mail)
-        return self.reply
+from .conftest import RecordingSink, SmtpClient, make_door
 
 
 class ExplodingSink(RecordingSink):
@@ -46,7 +26,7 @@ SIZE_LIMIT = 100_000
 
 @pytest.fixture
 async def sink() -> RecordingSink:
-    return RecordingSink()
+    return RecordingSink(Replies.DELIVERED.format(contacts="c-1"))
 
 
 @pytest.fixture
