@@ -280,11 +280,7 @@ def _attachments(table: Table) -> AttachmentSettings:
     if kms_key_id and sse != "aws:kms":
         raise table.error("kms_key_id", 'is only used with sse = "aws:kms"')
     defaults = AttachmentSettings(bucket or "")
-    store_original = table.check(
-        "store_original",
-        table.get("store_original", str, defaults.store_original),
-        lambda v: None if v in ("when-needed", "always") else 'must be "when-needed" or "always"',
-    )
+    store_original = table.choice("store_original", defaults.store_original, ("when-needed", "always"))
     settings = AttachmentSettings(
         bucket=bucket or "",
         prefix=prefix,
@@ -310,11 +306,7 @@ def _file_types(value: Any) -> tuple[str, ...] | None:
 
 
 def _log(table: Table) -> LogSettings:
-    style = table.check(
-        "format",
-        table.get("format", str, LogSettings.format),
-        lambda v: None if v in ("json", "text") else 'must be "json" or "text"',
-    )
+    style = table.choice("format", LogSettings.format, ("json", "text"))
     level = table.check(
         "level",
         table.get("level", str, LogSettings.level).lower(),
@@ -334,22 +326,14 @@ def _http(table: Table) -> HttpSettings:
 
 
 def _message(table: Table) -> MessageSettings:
-    prefer = table.check(
-        "prefer_body",
-        table.get("prefer_body", str, MessageSettings.prefer_body),
-        lambda v: None if v in ("html", "text") else 'must be "html" or "text"',
-    )
+    prefer = table.choice("prefer_body", MessageSettings.prefer_body, ("html", "text"))
     table.done()
     return MessageSettings(prefer_body=prefer)
 
 
 def _queue(table: Table) -> QueueSettings:
     defaults = QueueSettings()
-    mode = table.check(
-        "mode",
-        table.get("mode", str, defaults.mode),
-        lambda v: None if v in ("spool", "sync") else 'must be "spool" or "sync"',
-    )
+    mode = table.choice("mode", defaults.mode, ("spool", "sync"))
     path = Path(table.get("path", str, str(defaults.path)))
     rate = table.check(
         "rate_per_second", table.get("rate_per_second", float, defaults.rate_per_second), _positive

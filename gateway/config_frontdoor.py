@@ -218,10 +218,6 @@ def parse_limits(table: Table, max_message_size: int, memory: int | None = None)
 
 
 def parse_automatic(table: Table) -> AutomaticSettings:
-    policy = table.check(
-        "policy",
-        table.get("policy", str, AutomaticSettings.policy),
-        lambda v: None if v in ("forward", "refuse", "drop") else 'must be "forward", "refuse" or "drop"',
-    )
+    policy = table.choice("policy", AutomaticSettings.policy, ("forward", "refuse", "drop"))
     table.done()
     return AutomaticSettings(policy=policy)

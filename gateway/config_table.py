@@ -7,7 +7,7 @@ number), sizes (``"512MiB"``, or bytes as a number) and ``host:port`` pairs; eac
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
@@ -101,6 +101,14 @@ class Table:
             return convert(self.values[key])
         except ValueError as error:
             raise self.error(key, str(error)) from None
+
+    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        """One of a few words; the error lists them all (``must be "spool" or "sync"``)."""
+        value = self.get(key, str, default)
+        if value not in choices:
+            quoted = [f'"{choice}"' for choice in choices]
+            raise self.error(key, f"must be {', '.join(quoted[:-1])} or {quoted[-1]}")
+        return value
 
     def duration(self, key: str, default: float) -> float:
         return self.converted(key, parse_duration, default)
