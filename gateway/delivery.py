@@ -19,9 +19,9 @@ from gateway.config import AttachmentSettings
 from gateway.connect import ContactStarter
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
 from gateway.fitting import ContentPolicy, FittedMail, fit_mail
-from gateway.mail_log import log_mail
+from gateway.mail_log import log_received
 from gateway.metrics import Metrics
-from gateway.mime import header_message_id, parse_mail
+from gateway.mime import parse_mail
 from gateway.queue import MailQueue, park_in
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
@@ -241,14 +241,11 @@ class DeliverNow:
         duration = time.monotonic() - started
         if reply.code < 400:
             self._deliverer.metrics.delivery.observe(duration)
-        log_mail(
-            outcome="delivered" if reply.code < 400 else ("deferred" if reply.transient else "refused"),
-            queue_id=None,
-            message_id=header_message_id(mail.raw),
-            recipients=len(mail.recipients),
+        log_received(
+            mail,
+            "delivered" if reply.code < 400 else ("deferred" if reply.transient else "refused"),
+            None if reply.code < 400 else reply.name,
             contacts=[o.contact_id for o in outcomes if o.contact_id],
             duration=duration,
-            reason=None if reply.code < 400 else reply.name,
-            personal={"sender": mail.sender, "to": list(mail.recipients)},
         )
         return reply

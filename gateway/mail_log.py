@@ -13,9 +13,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_mail", "redacted"]
+from gateway.mime import header_message_id
+
+if TYPE_CHECKING:
+    from gateway.smtp import ReceivedMail
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_mail", "log_received", "redacted"]
 
 MAIL_LOGGER = logging.getLogger("gateway.mail")
 _personal_data = False  # set once at start by configure_logging, from [log] personal_data
@@ -47,6 +52,27 @@ def log_mail(
     if personal and _personal_data:
         fields.update(personal)
     MAIL_LOGGER.info("mail %s", outcome, extra={"mail": fields})
+
+
+def log_received(
+    mail: ReceivedMail,
+    outcome: str,
+    reason: str | None = None,
+    contacts: Sequence[str] = (),
+    duration: float | None = None,
+) -> None:
+    """The line of a mail whose fate is known at the SMTP reply (no queue id): refused, parked, deferred,
+    or delivered in sync mode."""
+    log_mail(
+        outcome=outcome,
+        queue_id=None,
+        message_id=header_message_id(mail.raw),
+        recipients=len(mail.recipients),
+        contacts=contacts,
+        duration=duration,
+        reason=reason,
+        personal={"sender": mail.sender, "to": list(mail.recipients), "client": mail.peer},
+    )
 
 
 def redacted(detail: str) -> str:

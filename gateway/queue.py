@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway.errors import ConfigError
-from gateway.mail_log import log_mail
-from gateway.mime import header_message_id
+from gateway.mail_log import log_received
 from gateway.replies import Replies, Reply
 from gateway.smtp import ReceivedMail
 from gateway.spool import QueuedMail, Spool
@@ -207,14 +206,7 @@ class SpoolIntake:
                 log.error("could not write to the spool: %s", error)
                 refusal = Replies.NO_ROOM if "full" in str(error) else Replies.LOCAL_ERROR
         if refusal is not None:
-            log_mail(
-                outcome="deferred",
-                queue_id=None,
-                message_id=header_message_id(mail.raw),
-                recipients=len(mail.recipients),
-                reason=refusal.name,
-                personal={"sender": mail.sender, "to": list(mail.recipients)},
-            )
+            log_received(mail, "deferred", refusal.name)
             return refusal
         self._on_queued()
         return Replies.QUEUED.format(queue_id=queue_id)

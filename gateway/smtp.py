@@ -30,9 +30,8 @@ from gateway.config import SmtpSettings
 from gateway.config_frontdoor import LimitSettings
 from gateway.credentials import Credentials
 from gateway.errors import RefusedError
-from gateway.mail_log import log_mail
+from gateway.mail_log import log_mail, log_received
 from gateway.metrics import Metrics
-from gateway.mime import header_message_id
 from gateway.replies import Replies, Reply
 from gateway.routing import Router, Target
 from gateway.screening import screen
@@ -418,23 +417,13 @@ class GatewaySMTP(SMTP):
         if refusal is None and screening.automatic != "no" and door.automatic_policy == "refuse":
             refusal = Replies.AUTOMATIC_REFUSED
         if refusal is not None:
-            self._log(mail, "refused", refusal.name)
+            log_received(mail, "refused", refusal.name)
             return refusal
         if screening.automatic != "no" and door.automatic_policy == "drop":
             reply = await door.sink.park(mail)
-            self._log(mail, "parked", screening.automatic)
+            log_received(mail, "parked", screening.automatic)
             return reply
         return await door.sink.accept(mail)
-
-    def _log(self, mail: ReceivedMail, outcome: str, reason: str) -> None:
-        log_mail(
-            outcome=outcome,
-            queue_id=None,
-            message_id=header_message_id(mail.raw),
-            recipients=len(mail.recipients),
-            reason=reason,
-            personal={"sender": mail.sender, "to": list(mail.recipients), "client": mail.peer},
-        )
 
     def _data_refusal(self, arg: str | None) -> Reply | None:
         if not self._greeted():
