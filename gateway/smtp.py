@@ -421,7 +421,10 @@ class GatewaySMTP(SMTP):
             return refusal
         if screening.automatic != "no" and door.automatic_policy == "drop":
             reply = await door.sink.park(mail)
-            log_received(mail, "parked", screening.automatic)
+            if reply.code < 400:
+                log_received(mail, "parked", screening.automatic)
+            else:  # the spool could not take it: the client retries, nothing was kept
+                log_received(mail, "deferred", reply.name)
             return reply
         return await door.sink.accept(mail)
 

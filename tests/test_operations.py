@@ -19,14 +19,19 @@ from gateway.config import Settings
 from gateway.dsn import LOOP_HEADER
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.mail_log import JsonFormatter, TextFormatter, log_mail
+from gateway.replies import Replies, Reply
 from gateway.s3server import EmbeddedS3
+from gateway.sandbox import sandbox_route
 from gateway.service import Gateway
+from gateway.smtp import ReceivedMail, SmtpServer
 
 from .conftest import (
     CREDENTIALS,
+    RecordingSink,
     SmtpClient,
     contacts,
     mail,
+    make_door,
     make_settings,
     put_faults,
     spool_settings,
@@ -247,3 +252,22 @@ async def test_a_dead_letter_is_logged_by_its_error_class_and_kept_whole_in_the_
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway"))
     assert "InvalidRequestException" in logged
     assert "is not an email address of instance" not in logged  # Connect's message, which echoes values
+
+
+class FailingParking(RecordingSink):
+    async def park(self, mail: ReceivedMail) -> Reply:
+        return Replies.LOCAL_ERROR
+
+
+async def test_a_mail_that_could_not_be_parked_is_logged_deferred(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.mail")
+    server = SmtpServer(make_door(FailingParking(), [sandbox_route()], automatic_policy="drop"))
+    await server.start()
+    try:
+        automatic = mail("<ooo@client.test>", Auto_Submitted="auto-replied")
+        code, _ = await SmtpClient(server.port).send(automatic)
+    finally:
+        await server.stop()
+    assert code == 451
+    [line] = mail_lines(caplog)
+    assert (line["outcome"], line["reason"]) == ("deferred", "local_error")
