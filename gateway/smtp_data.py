@@ -44,11 +44,16 @@ async def read_data(
     refusal: Reply | None = None
     after_crlf = True  # the DATA command line ended with one
     in_long_line = False
+    dropped_cr = False  # the dropped part of a long line ended with the CR of its CRLF
     while True:
         try:
             line = await reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as error:
-            await reader.readexactly(error.consumed)  # drop what was buffered of the long line
+            # Drop what was buffered of the long line. When the LF is already buffered, ``consumed`` reaches
+            # up to it, so the CR before it goes too: remember it, or the line would not end with CRLF and
+            # the next ``.<CRLF>`` would be taken for content.
+            dropped = await reader.readexactly(error.consumed)
+            dropped_cr = dropped.endswith(b"\r")
             in_long_line = True
             refusal = refusal or Replies.LINE_TOO_LONG.format(limit=max_line)
             lines.clear()
@@ -59,7 +64,7 @@ async def read_data(
             unreported = 0
         if in_long_line:  # the rest of a line already refused
             in_long_line = False
-            after_crlf = line.endswith(b"\r\n")
+            after_crlf = line.endswith(b"\r\n") or (line == b"\n" and dropped_cr)
             continue
         if line == b".\r\n" and after_crlf:
             break

@@ -503,3 +503,21 @@ async def test_proxy_protocol_version_2(door_factory: Callable[..., Any]) -> Non
     refused = await door.connect()
     await refused.send(header("203.0.113.20"))
     assert await refused.reply() == str(Replies.NETWORK_REFUSED)
+
+
+async def test_long_last_line_in_large_writes_is_refused_not_timed_out(
+    door_factory: Callable[..., Any],
+) -> None:
+    """An over-long line whose CRLF arrives in the same segment as its last bytes: the CR is dropped with
+    the line, and the end of DATA must still be seen (a 552 the sending MTA bounces, not a timeout it
+    retries for days)."""
+    door = await door_factory(limits=LimitSettings(data_timeout=60))
+    session = await door.session()
+    for line in ("MAIL FROM:<a@client.test>", "RCPT TO:<support@example.com>", "DATA"):
+        assert (await session.command(line))[0] in "23", line
+    body = b"first\r\n" + b"Q" * 100_000 + b"\r\n.\r\n"
+    for start in range(0, len(body), 65536):
+        await session.send(body[start : start + 65536])
+    assert await session.reply(seconds=10) == str(Replies.LINE_TOO_LONG.format(limit=64 * 1024))
+    assert (await session.command("NOOP")).startswith("250")  # the session goes on in sequence
+    assert door.sink.mails == []
