@@ -162,16 +162,22 @@ def attachment_names(names: Iterable[str]) -> list[str]:
     """File names Connect accepts: no control characters, at most 256 characters, unique in the contact."""
     limit = contract.limits().file_name_chars
     taken: set[str] = set()
+    next_number: dict[tuple[str, str], int] = {}  # per name, the first " (n)" not tried yet: linear time
     result = []
     for index, original in enumerate(names, start=1):
         name = unicodedata.normalize("NFC", clean_line(original).replace("/", "_").replace("\\", "_")).strip(
             ". "
         )
         stem, extension = _split(name or f"attachment-{index}")
-        candidate, number = _fit_name(stem, extension, "", limit), 1
-        while candidate.casefold() in taken:
-            number += 1
+        candidate = _fit_name(stem, extension, "", limit)
+        if candidate.casefold() in taken:
+            key = (stem.casefold(), extension.casefold())
+            number = next_number.get(key, 2)
             candidate = _fit_name(stem, extension, f" ({number})", limit)
+            while candidate.casefold() in taken:
+                number += 1
+                candidate = _fit_name(stem, extension, f" ({number})", limit)
+            next_number[key] = number + 1
         taken.add(candidate.casefold())
         result.append(candidate)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import contract
+from gateway import contract, fitting
 from gateway.fitting import (
     EMPTY_BODY,
     TRUNCATION_NOTE,
@@ -127,3 +127,23 @@ def test_attachment_names() -> None:
     assert names[6].endswith(" (2).pdf")
     pattern = contract.limits().file_name_pattern
     assert all(contract.matches(pattern, name) for name in names)
+
+
+def test_many_alike_names_are_made_unique_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """50,000 parts named alike once made the search for a free " (n)" quadratic (a frozen gateway);
+    each name must cost a bounded number of tries, whatever came before."""
+    tries = 0
+    real = fitting._fit_name
+
+    def counted(stem: str, extension: str, suffix: str, limit: int) -> str:
+        nonlocal tries
+        tries += 1
+        return real(stem, extension, suffix, limit)
+
+    monkeypatch.setattr(fitting, "_fit_name", counted)
+    count = 5000
+    names = attachment_names(["x.pdf"] * count + ["x (3).pdf", "X.PDF"])
+    assert names[:3] == ["x.pdf", "x (2).pdf", "x (3).pdf"]
+    assert names[-2:] == ["x (3) (2).pdf", f"X ({count + 1}).PDF"]
+    assert len({name.casefold() for name in names}) == len(names)
+    assert tries <= 2 * len(names) + 2
