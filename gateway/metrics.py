@@ -51,6 +51,11 @@ class Metrics:
         self.dead_letters = Counter(
             "mail_gateway_dead_letters", "Mails moved to the dead-letter area", registry=registry
         )
+        self.worker_errors = Counter(
+            "mail_gateway_worker_errors",
+            "Errors a delivery worker survived (a spool it could not write, an unexpected exception)",
+            registry=registry,
+        )
         self.notifications = Counter(
             "mail_gateway_notifications",
             "Delivery status notifications to senders, by outcome (sent, failed, unsent)",

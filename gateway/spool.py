@@ -164,10 +164,13 @@ class Spool:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT (a full disk) leaves the transaction open, and a failed statement may have
+            # ended it already: roll back whatever is still open, so the next write can begin.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.path).free

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 URL_FRESHNESS = 0.8  # rebuild a stored request once its presigned URLs have lived this share of their life
 IDLE_POLL_SECONDS = 1.0  # operator commands change the spool from outside: look again at least this often
 MAINTENANCE_SECONDS = 60.0
+WORKER_RETRY_INITIAL = 0.1  # after an error a worker survived (a full disk): back-off from here...
+WORKER_RETRY_MAX = 10.0  # ...up to here
 
 
 def backoff(
@@ -102,20 +104,50 @@ class DeliveryWorkers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _work(self) -> None:
+        """Claim and deliver until stopped. Nothing ends this loop but shutdown: an error in the spool
+        (a full disk) or a bug is logged, counted, and waited out with back-off."""
+        failures = 0
         while not self._stopped.is_set():
-            item = await self._queue.claim()
-            if item is None:
-                await self._idle()
-                continue
             try:
-                await self._deliver(item)
-            except asyncio.CancelledError:  # shutdown cut it short: it stays queued, nothing is lost
-                await asyncio.shield(self._queue.release(item.id))
-                raise
-            except Exception:  # a bug must not stop the worker, nor lose the mail
-                log.exception("delivery of %s failed unexpectedly; retrying later", item.id)
+                item = await self._queue.claim()
+                if item is None:
+                    await self._idle()
+                    continue
+            except Exception:
+                failures += 1
+                await self._survive(failures, "could not take mail from the spool")
+                continue
+            failures = 0
+            await self._attempt(item)
+
+    async def _attempt(self, item: QueuedMail) -> None:
+        try:
+            await self._deliver(item)
+            return
+        except asyncio.CancelledError:  # shutdown cut it short: it stays queued, nothing is lost
+            await asyncio.shield(self._queue.release(item.id))
+            raise
+        except Exception:  # a bug, or a spool that cannot record the outcome: the mail is tried again
+            log.exception("delivery of %s failed unexpectedly; retrying later", item.id)
+            self._metrics.worker_errors.inc()
+        # Until the spool takes this, the mail is claimed by nobody: keep trying (a full disk clears).
+        failures = 0
+        while not self._stopped.is_set():
+            try:
                 until = time.time() + self._settings.retry_initial
                 await self._queue.defer(item.id, until, "internal error", attempt=True)
+                return
+            except Exception:
+                failures += 1
+                await self._survive(failures, f"could not put {item.id} back into the spool")
+
+    async def _survive(self, failures: int, what: str) -> None:
+        """Log and count an error a worker lives through, then wait before trying again."""
+        delay = backoff(failures, WORKER_RETRY_INITIAL, WORKER_RETRY_MAX)
+        log.exception("delivery worker: %s; trying again in %.1fs", what, delay)
+        self._metrics.worker_errors.inc()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), timeout=delay)
 
     async def _idle(self) -> None:
         due = await self._queue.next_due()

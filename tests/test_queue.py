@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.config import Settings
 from gateway.emulator import EmulatorServer
+from gateway.queue import LocalQueue
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
 from gateway.smtp import SmtpServer
@@ -210,3 +213,51 @@ async def test_s3_faults_from_the_emulator_are_retried(
             await wait_for(lambda: len(contacts(emulator)) == 1)
     finally:
         s3_server.error_rate = 0.0
+
+
+SPOOL_WRITES = frozenset(
+    {"claim", "defer", "save_request", "delivered", "failed", "release", "bury", "finish", "set_notice",
+     "put_many", "put", "purge"}
+)  # fmt: skip
+
+
+class FullDisk:
+    """The spool's disk as SQLite sees it when full: while ``full`` is set, every write raises SQLite's own
+    error, at the spool's one door to its thread."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.refused = 0
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> FullDisk:
+    disk = FullDisk()
+    real = LocalQueue._call
+
+    async def call(queue: LocalQueue, method: Any, *args: Any, **kwargs: Any) -> Any:
+        if disk.full and method.__name__ in SPOOL_WRITES:
+            disk.refused += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return await real(queue, method, *args, **kwargs)
+
+    monkeypatch.setattr(LocalQueue, "_call", call)
+    return disk
+
+
+async def test_workers_survive_a_full_disk_and_deliver_once_it_clears(
+    spooled: Settings, emulator: EmulatorServer, full_disk: FullDisk
+) -> None:
+    await put_faults(emulator, error_rate=1.0)
+    async with Gateway(spooled, CREDENTIALS) as gateway:
+        client = SmtpClient(gateway.smtp_port)
+        for number in range(3):
+            code, _ = await client.send(mail(f"<full-{number}@client.test>"))
+            assert code == 250
+        await wait_for(lambda: len(emulator.connect.calls) >= 3)  # deliveries fail and are deferred
+        full_disk.full = True
+        await wait_for(lambda: full_disk.refused >= 6)  # claims and deferrals refused for a while
+        full_disk.full = False
+        await put_faults(emulator, error_rate=0.0)
+        await wait_for(lambda: len(contacts(emulator)) == 3, seconds=20)
+        assert gateway.metrics.worker_errors._value.get() > 0
