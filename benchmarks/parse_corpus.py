@@ -17,11 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.config import RouteSettings  # noqa: E402
-from gateway.fitting import ContentPolicy, fit_mail  # noqa: E402
+from gateway.fitting import fit_mail  # noqa: E402
+from gateway.mail import Target  # noqa: E402
 from gateway.mime import parse_mail  # noqa: E402
 from gateway.request import StoredFile, build_request  # noqa: E402
-from gateway.routing import Target  # noqa: E402
+from gateway.settings import ContentPolicy, RouteSettings  # noqa: E402
 
 TARGET = Target(RouteSettings(match="*", instance_id="bench"), "support@example.com")
 

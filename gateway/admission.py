@@ -13,8 +13,8 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
-from gateway.config_frontdoor import AccessSettings, AuthSettings, LimitSettings, Network
 from gateway.replies import Replies, Reply
+from gateway.settings import AccessSettings, AuthSettings, LimitSettings, Network
 
 __all__ = ["Admission", "in_networks"]
 

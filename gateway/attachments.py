@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 from gateway import contract
 from gateway.aws_errors import translated
-from gateway.config import AttachmentSettings, AwsSettings
 from gateway.errors import MisconfiguredError
 from gateway.metrics import Metrics
+from gateway.settings import AttachmentSettings, AwsSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from gateway.config import AwsSettings
+from gateway.settings import AwsSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect import ConnectClient

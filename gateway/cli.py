@@ -13,12 +13,19 @@ from typing import Any
 
 from gateway.addresses import AddressError, parse_address
 from gateway.attachments import DryRunStore
-from gateway.config import AttachmentSettings, AwsSettings, Settings, SmtpSettings, load_config
+from gateway.config import load_config
 from gateway.delivery import Deliverer, unique_targets
 from gateway.errors import ConfigError, RefusedError
-from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES
+from gateway.mail import Target
 from gateway.mail_log import configure_logging
-from gateway.routing import Router, Target
+from gateway.routing import Router
+from gateway.settings import (
+    CONNECT_DEFAULT_FILE_TYPES,
+    AttachmentSettings,
+    AwsSettings,
+    Settings,
+    SmtpSettings,
+)
 
 __all__ = ["main"]
 

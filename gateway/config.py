@@ -1,174 +1,70 @@
 """The configuration file: TOML in, frozen and validated settings out.
 
-:func:`parse_config` is pure (a dict in, :class:`Settings` out) so that every rule is tested without a
-server; :func:`load_config` adds the file. A wrong file stops the gateway at start with one line naming the
+:func:`parse_config` is pure (a dict and what it needs to know of the machine, :class:`Host`, in;
+:class:`~gateway.settings.Settings` out) so that every rule is tested without a server; :func:`load_config`
+adds the file and the machine. A wrong file stops the gateway at start with one line naming the
 key, e.g. ``routes[2].match: must be an address, *@domain or *``. Credentials never live here: they come
 from the standard AWS chain (environment, shared files, instance or pod role).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway import contract
 from gateway.addresses import AddressError, parse_address
-from gateway.config_frontdoor import (
-    AccessSettings,
-    AuthSettings,
-    AutomaticSettings,
-    LimitSettings,
-    TlsSettings,
-    parse_access,
-    parse_auth,
-    parse_automatic,
-    parse_limits,
-    parse_tls,
-)
+from gateway.config_frontdoor import parse_access, parse_auth, parse_automatic, parse_limits, parse_tls
 from gateway.config_table import Table, split_host_port
 from gateway.errors import ConfigError
-from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES, ContentPolicy
+from gateway.settings import (
+    AttachmentSettings,
+    AwsSettings,
+    HttpSettings,
+    LogSettings,
+    MessageSettings,
+    QueueSettings,
+    RouteSettings,
+    Settings,
+    SmtpSettings,
+)
 
-__all__ = [
-    "AccessSettings",
-    "AttachmentSettings",
-    "AuthSettings",
-    "AutomaticSettings",
-    "AwsSettings",
-    "HttpSettings",
-    "LimitSettings",
-    "LogSettings",
-    "MessageSettings",
-    "QueueSettings",
-    "RouteSettings",
-    "Settings",
-    "SmtpSettings",
-    "TlsSettings",
-    "load_config",
-    "parse_config",
-    "split_host_port",
-]
+__all__ = ["Host", "load_config", "parse_config", "physical_memory", "split_host_port"]
 
-DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # what SES inbound accepts, headers included
 MAX_PREFIX_CHARS = 200  # keeps presigned URLs far inside Connect's 2,000 characters
 
 
 @dataclass(frozen=True)
-class SmtpSettings:
-    host: str = "127.0.0.1"
-    port: int = 2525
-    hostname: str = field(default_factory=socket.getfqdn)
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+class Host:
+    """What the configuration needs to know of the machine it runs on. :func:`load_config` reads it once
+    and passes it in, so that :func:`parse_config` is a pure function of its inputs."""
+
+    hostname: str  # the default greeting name: the machine's FQDN
+    memory: int  # bytes the gateway may use: bounds the default number of connections
+    readable: Callable[[Path], bool]  # whether a file named in the configuration can be read
+
+    @classmethod
+    def this_machine(cls) -> Host:
+        return cls(socket.getfqdn(), physical_memory(), _readable_file)
 
 
-@dataclass(frozen=True)
-class AwsSettings:
-    region: str = "us-east-1"
-    connect_endpoint_url: str | None = None
-    s3_endpoint_url: str | None = None
+def _readable_file(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
 
 
-@dataclass(frozen=True)
-class AttachmentSettings:
-    bucket: str
-    prefix: str = "inbound/"
-    url_expiry_seconds: int = 6 * 3600
-    sse: str | None = None
-    kms_key_id: str | None = None
-    allowed_file_types: tuple[str, ...] | None = CONNECT_DEFAULT_FILE_TYPES  # None: every type ("*")
-    max_file_size: int = 20_000_000
-    max_total_size: int = 25_000_000
-    store_original: str = "when-needed"  # or "always"
+def physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):  # not on this platform: assume a small machine
+        return 2 * 1024**3
 
 
-@dataclass(frozen=True)
-class LogSettings:
-    format: str = "json"  # or "text"
-    level: str = "info"
-    personal_data: bool = False  # subjects and addresses in the per-mail line
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """``/metrics``, ``/healthz`` and ``/readyz``; no listener when ``listen`` is None."""
-
-    listen: tuple[str, int] | None = ("127.0.0.1", 8080)
-
-
-@dataclass(frozen=True)
-class MessageSettings:
-    prefer_body: str = "html"  # or "text": which body the contact shows when the mail has both
-
-
-@dataclass(frozen=True)
-class RouteSettings:
-    """One ``[[routes]]`` entry. ``match`` is an address, ``*@domain`` or ``*`` (every recipient)."""
-
-    match: str
-    instance_id: str
-    destination: str | None = None
-    contact_flow_id: str | None = None
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    segment_attributes: Mapping[str, Any] = field(default_factory=dict)
-    references: Mapping[str, Any] = field(default_factory=dict)
-    name: str | None = None
-    description: str | None = None
-    related_contact_header: str | None = None
-    sender_from_reply_to: bool = False
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    """Between SMTP and Connect. ``spool``: stored durably, 250, delivered by workers; ``sync``: the SMTP
-    reply waits for Connect (staging, where the reply should carry the ContactId)."""
-
-    mode: str = "spool"
-    path: Path = Path("/var/spool/mail-gateway")
-    rate_per_second: float = 2.0  # Connect's default StartEmailContact quota per account and region
-    burst: int = 5
-    workers: int = 4
-    max_age: float = 5 * 86400.0  # then a transiently failing mail is given up, as MTAs do after days
-    retry_initial: float = 30.0
-    retry_max: float = 3600.0
-    min_free_disk: int = 512 * 1024 * 1024
-    shutdown_grace: float = 30.0
-    smarthost: tuple[str, int] | None = None  # where delivery status notifications are sent
-
-
-@dataclass(frozen=True)
-class Settings:
-    smtp: SmtpSettings
-    aws: AwsSettings
-    attachments: AttachmentSettings
-    routes: tuple[RouteSettings, ...]
-    queue: QueueSettings = field(default_factory=QueueSettings)
-    message: MessageSettings = field(default_factory=MessageSettings)
-    tls: TlsSettings = field(default_factory=TlsSettings)
-    auth: AuthSettings = field(default_factory=AuthSettings)
-    access: AccessSettings = field(default_factory=AccessSettings)
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    automatic: AutomaticSettings = field(default_factory=AutomaticSettings)
-    log: LogSettings = field(default_factory=LogSettings)
-    http: HttpSettings = field(default_factory=HttpSettings)
-
-    @property
-    def content_policy(self) -> ContentPolicy:
-        """What a contact may carry, from ``[attachments]`` and ``[message]``."""
-        attachments = self.attachments
-        allowed = attachments.allowed_file_types
-        return ContentPolicy(
-            prefer_body=self.message.prefer_body,
-            allowed_file_types=None if allowed is None else frozenset(allowed),
-            max_file_size=attachments.max_file_size,
-            max_total_size=attachments.max_total_size,
-        )
-
-
-def load_config(path: str | Path) -> Settings:
+def load_config(path: str | Path, host: Host | None = None) -> Settings:
     try:
         with open(path, "rb") as file:
             document = tomllib.load(file)
@@ -176,21 +72,21 @@ def load_config(path: str | Path) -> Settings:
         raise ConfigError(f"{path}: cannot read the configuration file ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
-    return parse_config(document)
+    return parse_config(document, host or Host.this_machine())
 
 
-def parse_config(document: Mapping[str, Any]) -> Settings:
+def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
     top = Table(document, "")
-    smtp = _smtp(top.table("smtp"))
+    smtp = _smtp(top.table("smtp"), host.hostname)
     aws = _aws(top.table("aws"))
     attachments = _attachments(top.table("attachments", required=True))
     routes = _routes(top.array("routes"))
     queue = _queue(top.table("queue"))
     message = _message(top.table("message"))
-    tls = parse_tls(top.table("tls"))
-    auth = parse_auth(top.table("auth"), tls)
+    tls = parse_tls(top.table("tls"), host.readable)
+    auth = parse_auth(top.table("auth"), tls, host.readable)
     access = parse_access(top.table("access"), auth)
-    limits = parse_limits(top.table("limits"), smtp.max_message_size)
+    limits = parse_limits(top.table("limits"), smtp.max_message_size, host.memory)
     automatic = parse_automatic(top.table("automatic"))
     log = _log(top.table("log"))
     http = _http(top.table("http"))
@@ -222,8 +118,8 @@ def _url(value: str | None) -> str | None:
     return "must be an http:// or https:// URL (or empty)"
 
 
-def _smtp(table: Table) -> SmtpSettings:
-    defaults = SmtpSettings()
+def _smtp(table: Table, machine_name: str) -> SmtpSettings:
+    defaults = SmtpSettings(hostname=machine_name)
     listen = table.get("listen", str, f"{defaults.host}:{defaults.port}")
     try:
         host, port = split_host_port(listen)

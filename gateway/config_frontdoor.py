@@ -8,90 +8,31 @@ affordable (the default number of connections is derived from the machine's memo
 from __future__ import annotations
 
 import ipaddress
-import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.config_table import Table
+from gateway.settings import (
+    EVERYWHERE,
+    AccessSettings,
+    AuthSettings,
+    AutomaticSettings,
+    LimitSettings,
+    Network,
+    TlsSettings,
+)
 
 __all__ = [
-    "AccessSettings",
-    "AuthSettings",
-    "AutomaticSettings",
-    "LimitSettings",
-    "Network",
-    "TlsSettings",
     "memory_per_connection",
     "parse_access",
     "parse_auth",
     "parse_automatic",
     "parse_limits",
     "parse_tls",
-    "physical_memory",
 ]
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-EVERYWHERE: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 COPIES_PER_MESSAGE = 3  # the lines read, the joined bytes, the parse: the peak while a mail is accepted
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    certificate: Path | None = None
-    key: Path | None = None
-    require_tls: bool = False  # MAIL before STARTTLS gets 530 5.7.0
-    implicit_listen: tuple[str, int] | None = None  # a second listener speaking TLS from the first byte
-    reload_seconds: float = 60.0  # how often the certificate files are looked at for a renewal
-
-    @property
-    def enabled(self) -> bool:
-        return self.certificate is not None
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    credentials: Path | None = None  # lines of "user:bcrypt-or-argon2-hash"
-    max_failures: int = 5  # per client address, within failure_window; then AUTH waits (454 4.7.0)
-    failure_window: float = 600.0
-
-
-@dataclass(frozen=True)
-class AccessSettings:
-    clients: tuple[Network, ...] = EVERYWHERE  # who may connect at all
-    without_auth: tuple[Network, ...] = EVERYWHERE  # who may send without AUTH (others must AUTH first)
-    senders_allow: tuple[str, ...] = ()  # if given, only these senders (patterns like the routes')
-    senders_deny: tuple[str, ...] = ()
-    proxy_protocol: bool = False  # expect a PROXY v1/v2 header (behind a TCP load balancer)
-    proxy_trusted: tuple[Network, ...] = ()  # the load balancers allowed to send it
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    max_connections: int = 100
-    max_connections_per_client: int = 10
-    max_mails_per_client_per_minute: int = 60
-    max_recipients: int = 100
-    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2: five minutes
-    data_timeout: float = 120.0  # DATA must move at least 256 KiB in this time (slow-loris)
-    max_line_length: int = 64 * 1024
-    max_header_size: int = 1024 * 1024
-    max_mime_parts: int = 1000
-    max_received_headers: int = 25
-
-
-@dataclass(frozen=True)
-class AutomaticSettings:
-    """Auto-replies, bounces and list mail: "forward" (marked with an attribute), "refuse" or "drop"."""
-
-    policy: str = "forward"
-
-
-def physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError):  # not on this platform: assume a small machine
-        return 2 * 1024**3
 
 
 def memory_per_connection(max_message_size: int) -> int:
@@ -113,18 +54,18 @@ def _patterns(value: Any) -> tuple[str, ...]:
     return tuple(v.strip().casefold() for v in value)
 
 
-def _path(table: Table, key: str) -> Path | None:
+def _path(table: Table, key: str, readable: Callable[[Path], bool]) -> Path | None:
     text = table.text(key)
     if text is None:
         return None
     path = Path(text)
-    if not path.is_file():
+    if not readable(path):
         raise table.error(key, f"{text} is not a readable file")
     return path
 
 
-def parse_tls(table: Table) -> TlsSettings:
-    certificate, key = _path(table, "certificate"), _path(table, "key")
+def parse_tls(table: Table, readable: Callable[[Path], bool]) -> TlsSettings:
+    certificate, key = _path(table, "certificate", readable), _path(table, "key", readable)
     if (certificate is None) != (key is None):
         raise table.error("certificate" if certificate is None else "key", "certificate and key go together")
     require = table.get("require_tls", bool, False)
@@ -144,8 +85,8 @@ def parse_tls(table: Table) -> TlsSettings:
     return settings
 
 
-def parse_auth(table: Table, tls: TlsSettings) -> AuthSettings:
-    credentials = _path(table, "credentials")
+def parse_auth(table: Table, tls: TlsSettings, readable: Callable[[Path], bool]) -> AuthSettings:
+    credentials = _path(table, "credentials", readable)
     if credentials is not None and not tls.enabled:
         raise table.error("credentials", "AUTH is offered only over TLS: configure [tls] certificate and key")
     settings = AuthSettings(
@@ -184,9 +125,8 @@ def _at_least_one(value: float) -> str | None:
     return None if value >= 1 else "must be at least 1"
 
 
-def parse_limits(table: Table, max_message_size: int, memory: int | None = None) -> LimitSettings:
-    """The limits; ``max_connections`` defaults to what the machine's memory affords (10 to 200)."""
-    memory = physical_memory() if memory is None else memory
+def parse_limits(table: Table, max_message_size: int, memory: int) -> LimitSettings:
+    """The limits; ``max_connections`` defaults to what ``memory`` (the machine's) affords (10 to 200)."""
     per_connection = memory_per_connection(max_message_size)
     affordable = max(1, memory // per_connection)
     defaults = LimitSettings(max_connections=max(10, min(200, affordable)))

@@ -15,18 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.attachments import AttachmentStore, attachment_key, original_key
-from gateway.config import AttachmentSettings
 from gateway.connect import ContactStarter
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
-from gateway.fitting import ContentPolicy, FittedMail, fit_mail
+from gateway.fitting import FittedMail, fit_mail
+from gateway.mail import ReceivedMail, Target
 from gateway.mail_log import log_received
 from gateway.metrics import Metrics
 from gateway.mime import parse_mail
 from gateway.queue import MailQueue, park_in
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
-from gateway.routing import Target
-from gateway.smtp import ReceivedMail
+from gateway.settings import AttachmentSettings, ContentPolicy
 
 __all__ = ["DeliverNow", "Deliverer", "Outcome", "Prepared", "summary_reply", "unique_targets"]
 
@@ -233,7 +232,7 @@ class DeliverNow:
 
     async def accept(self, mail: ReceivedMail) -> Reply:
         started = time.monotonic()
-        outcomes = await self._deliverer.deliver(mail.raw, mail.targets, mail.sender)
+        outcomes = await self._deliverer.deliver(mail.content.read(), mail.targets, mail.sender)
         for outcome in outcomes:
             if outcome.error is not None:
                 log.warning("delivery to %s failed: %s", outcome.target.route.instance_id, outcome.error)

@@ -19,37 +19,23 @@ import regex
 
 from gateway import contract
 from gateway.mime import ParsedMail
+from gateway.settings import ContentPolicy
 from gateway.structure import Attachment
 
 __all__ = [
-    "CONNECT_DEFAULT_FILE_TYPES",
     "EMPTY_BODY",
     "TRUNCATION_NOTE",
-    "ContentPolicy",
     "FittedMail",
     "attachment_names",
     "clean_line",
     "fit_mail",
 ]
 
-# Amazon Connect accepts these attachment types by default; administrators can allow more.
-CONNECT_DEFAULT_FILE_TYPES = (
-    ".csv", ".doc", ".docx", ".heic", ".jfif", ".jpeg", ".jpg", ".mov", ".mp4", ".pdf", ".png", ".ppt",
-    ".pptx", ".rtf", ".txt", ".wav", ".xls", ".xlsx",
-)  # fmt: skip
 EMPTY_BODY = "(This email has no text.)"
 TRUNCATION_NOTE = "\n\n[The gateway shortened this body to fit Amazon Connect's size limit.]"
 REPORT_HEADING = "Delivery report"
 
 _CONTROL = regex.compile(r"\p{C}+")
-
-
-@dataclass(frozen=True)
-class ContentPolicy:
-    prefer_body: str = "html"  # or "text"
-    allowed_file_types: frozenset[str] | None = frozenset(CONNECT_DEFAULT_FILE_TYPES)  # None: any type
-    max_file_size: int = 20_000_000
-    max_total_size: int = 25_000_000  # body and attachments together
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway.mime import header_message_id
+from gateway.mime import HEADER_BYTES, header_message_id
 
 if TYPE_CHECKING:
-    from gateway.smtp import ReceivedMail
+    from gateway.mail import ReceivedMail
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_mail", "log_received", "redacted"]
 
@@ -66,7 +66,7 @@ def log_received(
     log_mail(
         outcome=outcome,
         queue_id=None,
-        message_id=header_message_id(mail.raw),
+        message_id=header_message_id(mail.content.head(HEADER_BYTES)),
         recipients=len(mail.recipients),
         contacts=contacts,
         duration=duration,

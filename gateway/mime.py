@@ -19,8 +19,9 @@ from email.policy import compat32
 from gateway.decoding import address_list, decode_bytes, decode_header
 from gateway.structure import Attachment, read_structure
 
-__all__ = ["Attachment", "Mailbox", "ParsedMail", "header_message_id", "parse_mail"]
+__all__ = ["HEADER_BYTES", "Attachment", "Mailbox", "ParsedMail", "header_message_id", "parse_mail"]
 
+HEADER_BYTES = 65536  # enough of a mail to find its Message-ID for logs and listings
 MAX_MAILBOXES = 1000  # per header: far more than Connect takes, far fewer than a hostile header holds
 
 
@@ -91,7 +92,7 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 def header_message_id(raw: bytes) -> str | None:
     """The Message-ID from the header alone (cheap: for logs and listings, not for the contact)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:HEADER_BYTES])
     value = headers.get("message-id")
     return str(value).strip()[:998] if value else None
 

@@ -17,8 +17,8 @@ from aiobotocore.session import get_session
 
 from gateway.aws import AwsClients, StaticCredentials
 from gateway.aws_errors import translate, translated
-from gateway.config import Settings
 from gateway.errors import DeliveryError
+from gateway.settings import Settings
 
 __all__ = ["Check", "run_checks"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway.errors import ConfigError
+from gateway.mail import ReceivedMail
 from gateway.mail_log import log_received
 from gateway.replies import Replies, Reply
-from gateway.smtp import ReceivedMail
 from gateway.spool import QueuedMail, Spool
 
 __all__ = ["LocalQueue", "MailQueue", "SpoolIntake", "park_in"]
@@ -197,7 +197,7 @@ class SpoolIntake:
 
     async def accept(self, mail: ReceivedMail) -> Reply:
         """250 once the mail is on disk; the mail's log line comes when the workers are done with it."""
-        refusal = self.room_for(len(mail.raw))
+        refusal = self.room_for(mail.content.size)
         if refusal is None:
             try:
                 # Shielded: a client that hangs up now must not leave the write half done.

@@ -15,8 +15,9 @@ from typing import Any
 
 from gateway import contract
 from gateway.fitting import FittedMail, clean_line
+from gateway.mail import Target
 from gateway.mime import Mailbox, ParsedMail
-from gateway.routing import TAG_ATTRIBUTE, Target
+from gateway.routing import TAG_ATTRIBUTE
 from gateway.screening import AUTOMATIC_ATTRIBUTE, classify
 
 __all__ = [

@@ -14,28 +14,15 @@ from dataclasses import dataclass
 
 from gateway import contract
 from gateway.addresses import Address, parse_address
-from gateway.config import RouteSettings
 from gateway.errors import RefusedError
+from gateway.mail import Target
 from gateway.replies import Replies
+from gateway.settings import RouteSettings
 
-__all__ = ["TAG_ATTRIBUTE", "Router", "Target"]
+__all__ = ["TAG_ATTRIBUTE", "Router"]
 
 TAG_SEPARATOR = "+"
 TAG_ATTRIBUTE = "gateway_address_tag"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One contact to create: a route and the Connect address the mail is for."""
-
-    route: RouteSettings
-    destination: str
-    tag: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """Recipients with the same key get one contact between them (Connect would merge them anyway)."""
-        return self.route.instance_id, self.destination.casefold()
 
 
 @dataclass(frozen=True, slots=True)

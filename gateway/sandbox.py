@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.aws import StaticCredentials
-from gateway.config import (
+from gateway.emulator import EmulatedConnect, EmulatorServer
+from gateway.emulator.connect import Contact
+from gateway.http_endpoint import add_health_routes
+from gateway.metrics import Metrics
+from gateway.s3server import SANDBOX_KEY, EmbeddedS3
+from gateway.service import Gateway
+from gateway.settings import (
     AttachmentSettings,
     AwsSettings,
     QueueSettings,
@@ -21,12 +27,6 @@ from gateway.config import (
     Settings,
     SmtpSettings,
 )
-from gateway.emulator import EmulatedConnect, EmulatorServer
-from gateway.emulator.connect import Contact
-from gateway.http_endpoint import add_health_routes
-from gateway.metrics import Metrics
-from gateway.s3server import SANDBOX_KEY, EmbeddedS3
-from gateway.service import Gateway
 
 __all__ = ["SANDBOX_BUCKET", "SANDBOX_INSTANCE", "run_sandbox", "sandbox_route", "sandbox_settings"]
 

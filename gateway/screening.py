@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from gateway.config_frontdoor import LimitSettings
 from gateway.dsn import LOOP_HEADER
+from gateway.mail import MailContent
 from gateway.replies import Replies, Reply
+from gateway.settings import LimitSettings
 
 __all__ = ["AUTOMATIC_ATTRIBUTE", "AUTOMATIC_VALUES", "Screening", "classify", "screen"]
 
@@ -83,8 +84,9 @@ def _header_block(raw: bytes) -> bytes:
     return raw
 
 
-def screen(raw: bytes, sender: str, limits: LimitSettings, hostname: str) -> Screening:
+def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: str) -> Screening:
     """The front door's verdict on a received mail: a refusal, or None; and what kind of mail it is."""
+    raw = content.read()
     block = _header_block(raw)
     if len(block) > limits.max_header_size:
         return Screening(Replies.HEADER_TOO_BIG.format(limit=limits.max_header_size), "no", 0)

@@ -19,25 +19,25 @@ import logging
 import re
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, AnyStr, Protocol
+from typing import Any, AnyStr
 
 from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from gateway.addresses import AddressError, Path, parse_address, parse_path
 from gateway.admission import Admission
-from gateway.config import SmtpSettings
-from gateway.config_frontdoor import LimitSettings
 from gateway.credentials import Credentials
 from gateway.errors import RefusedError
+from gateway.mail import InMemoryContent, MailSink, ReceivedMail, Target
 from gateway.mail_log import log_mail, log_received
 from gateway.metrics import Metrics
 from gateway.replies import Replies, Reply
-from gateway.routing import Router, Target
+from gateway.routing import Router
 from gateway.screening import screen
+from gateway.settings import LimitSettings, SmtpSettings
 from gateway.smtp_data import read_data
 
-__all__ = ["FrontDoor", "MailSink", "ReceivedMail", "SmtpServer"]
+__all__ = ["FrontDoor", "SmtpServer"]
 
 log = logging.getLogger(__name__)
 
@@ -55,32 +55,6 @@ _AIOSMTPD_REPLIES = {
     "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
 }
 _GENERIC_STATUS = {"2": "2.0.0", "3": "", "4": "4.0.0", "5": "5.5.2"}
-
-
-@dataclass(frozen=True)
-class ReceivedMail:
-    """A mail as the DATA command ends: envelope, routing decided at RCPT, and the bytes as received."""
-
-    sender: str  # "" for the null sender
-    recipients: tuple[str, ...]
-    targets: tuple[Target, ...]
-    raw: bytes
-    peer: str
-    helo: str
-
-
-class MailSink(Protocol):
-    def room_for(self, size: int) -> Reply | None:
-        """A refusal when a mail of ``size`` bytes could not be kept now (asked at MAIL FROM)."""
-        ...
-
-    async def accept(self, mail: ReceivedMail) -> Reply:
-        """Take responsibility for the mail (or not) and return the reply to DATA."""
-        ...
-
-    async def park(self, mail: ReceivedMail) -> Reply:
-        """Keep an automatic mail without delivering it (the ``drop`` policy): counted, inspectable."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -400,7 +374,7 @@ class GatewaySMTP(SMTP):
             sender=envelope.mail_from,
             recipients=tuple(envelope.rcpt_tos),
             targets=tuple(envelope.targets),
-            raw=result.content,
+            content=InMemoryContent(result.content),
             peer=self.client_address(),
             helo=self.session.host_name or "",
         )
@@ -412,7 +386,7 @@ class GatewaySMTP(SMTP):
     async def _take(self, mail: ReceivedMail) -> Reply:
         """The screening's verdict, then the automatic-mail policy, then the sink."""
         door = self._door
-        screening = screen(mail.raw, mail.sender, door.limits, door.smtp.hostname)
+        screening = screen(mail.content, mail.sender, door.limits, door.smtp.hostname)
         refusal = screening.refusal
         if refusal is None and screening.automatic != "no" and door.automatic_policy == "refuse":
             refusal = Replies.AUTOMATIC_REFUSED

@@ -27,10 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import RouteSettings
+from gateway.mail import ReceivedMail, Target
 from gateway.mime import header_message_id
-from gateway.routing import Target
-from gateway.smtp import ReceivedMail
+from gateway.settings import RouteSettings
 
 __all__ = ["THREAD_DAYS", "QueuedMail", "QueuedTarget", "Spool", "SpoolBusyError"]
 
@@ -189,6 +188,7 @@ class Spool:
         ids = [new_id(now) for _ in mails]
         with self._transaction() as db:
             for queue_id, mail in zip(ids, mails, strict=True):
+                raw = mail.content.read()
                 groups: dict[tuple[str, str], tuple[Target, list[str]]] = {}
                 for recipient, target in zip(mail.recipients, mail.targets, strict=True):
                     groups.setdefault(target.key, (target, []))[1].append(recipient)
@@ -196,8 +196,8 @@ class Spool:
                     "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
                     " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        queue_id, now, mail.sender, json.dumps(mail.recipients), header_message_id(mail.raw),
-                        len(mail.raw), mail.raw, state, now,
+                        queue_id, now, mail.sender, json.dumps(mail.recipients), header_message_id(raw),
+                        len(raw), raw, state, now,
                     ),
                 )  # fmt: skip
                 db.executemany(

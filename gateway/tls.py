@@ -11,7 +11,7 @@ import contextlib
 import logging
 import ssl
 
-from gateway.config_frontdoor import TlsSettings
+from gateway.settings import TlsSettings
 
 __all__ = ["CertificateReloader", "server_context"]
 

@@ -19,17 +19,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from gateway.config import QueueSettings
 from gateway.delivery import Deliverer, Outcome, Prepared
 from gateway.dsn import Failure, build_notification, send_notification
 from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
 from gateway.fitting import FittedMail
 from gateway.governor import Governor
+from gateway.mail import Target
 from gateway.mail_log import log_mail, redacted
 from gateway.queue import MailQueue
 from gateway.replies import Replies
 from gateway.request import thread_ids
-from gateway.routing import Target
+from gateway.settings import QueueSettings
 from gateway.spool import QueuedMail, QueuedTarget
 
 __all__ = ["DeliveryWorkers", "backoff"]

@@ -22,22 +22,25 @@ from hypothesis import settings as hypothesis_settings
 
 from gateway.admission import Admission
 from gateway.aws import StaticCredentials
-from gateway.config import (
+from gateway.emulator import EmulatedConnect, EmulatorServer
+from gateway.mail import ReceivedMail
+from gateway.replies import Replies, Reply
+from gateway.routing import Router
+from gateway.s3server import SANDBOX_KEY, EmbeddedS3
+from gateway.service import Gateway
+from gateway.settings import (
+    AccessSettings,
     AttachmentSettings,
+    AuthSettings,
     AwsSettings,
     HttpSettings,
+    LimitSettings,
     QueueSettings,
     RouteSettings,
     Settings,
     SmtpSettings,
 )
-from gateway.config_frontdoor import AccessSettings, AuthSettings, LimitSettings
-from gateway.emulator import EmulatedConnect, EmulatorServer
-from gateway.replies import Replies, Reply
-from gateway.routing import Router
-from gateway.s3server import SANDBOX_KEY, EmbeddedS3
-from gateway.service import Gateway
-from gateway.smtp import FrontDoor, ReceivedMail, SmtpServer
+from gateway.smtp import FrontDoor, SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"

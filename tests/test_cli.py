@@ -200,9 +200,8 @@ def test_emulate_is_strict_when_told() -> None:
 
 
 def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
-    from gateway.config import RouteSettings
-    from gateway.routing import Target
-    from gateway.smtp import ReceivedMail
+    from gateway.mail import InMemoryContent, ReceivedMail, Target
+    from gateway.settings import RouteSettings
     from gateway.spool import Spool
 
     spool = Spool(tmp_path / "spool")
@@ -211,7 +210,8 @@ def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
         spool.put(
             ReceivedMail(
                 "customer@client.test", ("support@example.com",), (Target(route, "support@example.com"),),
-                f"Message-ID: <{n}@client.test>\r\n\r\nbody\r\n".encode(), "127.0.0.1", "client.test",
+                InMemoryContent(f"Message-ID: <{n}@client.test>\r\n\r\nbody\r\n".encode()), "127.0.0.1",
+                "client.test",
             )
         )
         for n in range(3)

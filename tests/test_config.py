@@ -7,10 +7,19 @@ from typing import Any
 
 import pytest
 
-from gateway.config import load_config, parse_config, split_host_port
+from gateway.config import Host, load_config, split_host_port
+from gateway.config import parse_config as parse_document
 from gateway.errors import ConfigError
+from gateway.settings import Settings
 
 from .conftest import ROOT
+
+HOST = Host("mx.host.test", 24 * 1024**3, lambda path: path.is_file())
+
+
+def parse_config(document: dict[str, Any]) -> Settings:
+    return parse_document(document, HOST)
+
 
 MINIMAL: dict[str, Any] = {
     "attachments": {"bucket": "my-bucket"},

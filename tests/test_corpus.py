@@ -22,11 +22,11 @@ import pytest
 
 from gateway import contract
 from gateway.cli import main as cli_main
-from gateway.config import RouteSettings
-from gateway.fitting import ContentPolicy, fit_mail
+from gateway.fitting import fit_mail
+from gateway.mail import Target
 from gateway.mime import parse_mail
 from gateway.request import StoredFile, build_request
-from gateway.routing import Target
+from gateway.settings import ContentPolicy, RouteSettings
 from gateway.structure import MAX_DEPTH
 from gateway.tnef import is_tnef, read_tnef
 

@@ -18,9 +18,10 @@ import pytest
 import yaml
 
 from gateway.cli import _parser
-from gateway.config import AttachmentSettings, QueueSettings, Settings, SmtpSettings, load_config
+from gateway.config import load_config
 from gateway.preflight import PROBE_PREFIX
 from gateway.service import Gateway
+from gateway.settings import AttachmentSettings, QueueSettings, Settings, SmtpSettings
 
 from .conftest import ROOT
 from .test_operations import get

@@ -14,11 +14,11 @@ import aiohttp
 import pytest
 
 from gateway.aws import AwsClients, StaticCredentials
-from gateway.config import AttachmentSettings, AwsSettings, Settings
 from gateway.emulator import EmulatorServer
 from gateway.routing import TAG_ATTRIBUTE
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
+from gateway.settings import AttachmentSettings, AwsSettings, Settings
 
 from .conftest import CREDENTIALS, SmtpClient, make_settings, wait_for
 
@@ -253,8 +253,8 @@ async def test_tls_and_auth_through_the_whole_gateway(
 
     import trustme
 
-    from gateway.config_frontdoor import AccessSettings, AuthSettings, TlsSettings
     from gateway.credentials import hash_password
+    from gateway.settings import AccessSettings, AuthSettings, TlsSettings
 
     ca = trustme.CA()
     certificate = ca.issue_cert("localhost")

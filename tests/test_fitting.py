@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway import contract, fitting
-from gateway.fitting import (
-    EMPTY_BODY,
-    TRUNCATION_NOTE,
-    ContentPolicy,
-    attachment_names,
-    fit_mail,
-)
+from gateway.fitting import EMPTY_BODY, TRUNCATION_NOTE, attachment_names, fit_mail
 from gateway.mime import Mailbox, ParsedMail
+from gateway.settings import ContentPolicy
 from gateway.structure import Attachment
 
 POLICY = ContentPolicy()

@@ -17,11 +17,18 @@ import pytest
 import trustme
 
 from gateway.admission import Admission
-from gateway.config import RouteSettings, SmtpSettings
-from gateway.config_frontdoor import AccessSettings, AuthSettings, LimitSettings, TlsSettings, _networks
+from gateway.config_frontdoor import _networks
 from gateway.credentials import Credentials, hash_password
 from gateway.dsn import LOOP_HEADER
 from gateway.replies import Replies
+from gateway.settings import (
+    AccessSettings,
+    AuthSettings,
+    LimitSettings,
+    RouteSettings,
+    SmtpSettings,
+    TlsSettings,
+)
 from gateway.smtp import SmtpServer
 from gateway.tls import CertificateReloader, server_context
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import AttachmentSettings, Settings
 from gateway.emulator import EmulatorServer
 from gateway.request import OMITTED_REFERENCE, ORIGINAL_REFERENCE
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
+from gateway.settings import AttachmentSettings, Settings
 
 from .conftest import CREDENTIALS, SmtpClient, contacts, spool_settings, wait_for
 

@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import contract
-from gateway.config import RouteSettings
-from gateway.fitting import ContentPolicy, clean_line, fit_mail
+from gateway.fitting import clean_line, fit_mail
+from gateway.mail import Target
 from gateway.mime import parse_mail
 from gateway.request import StoredFile, build_request
-from gateway.routing import Target
+from gateway.settings import ContentPolicy, RouteSettings
 
 CHARSETS = ("utf-8", "iso-8859-1", "koi8-r", "shift_jis", "gb2312", "iso-2022-jp", "windows-1252", "us-ascii")
 CONTENT_TYPES = ("application/pdf", "image/png", "application/octet-stream", "text/csv", "application/zip")

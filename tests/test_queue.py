@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Settings
 from gateway.emulator import EmulatorServer
 from gateway.queue import LocalQueue
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
+from gateway.settings import Settings
 from gateway.smtp import SmtpServer
 from gateway.spool import Spool
 
@@ -90,7 +90,7 @@ async def test_permanent_refusal_goes_to_dead_letters_with_a_notification_and_ca
         [notification] = smarthost[1].mails
         assert notification.sender == ""  # never bounces back
         assert notification.recipients == ("customer@client.test",)
-        report = message_from_bytes(notification.raw)
+        report = message_from_bytes(notification.content.read())
         assert report.get_content_type() == "multipart/report"
         assert report.get_param("report-type") == "delivery-status"
         status = report.get_payload()[1]
@@ -141,7 +141,7 @@ async def test_expired_mail_is_given_up(
         await wait_for(lambda: spool.get(queue_id).notice == "sent")  # type: ignore[union-attr]
         dead = spool.get(queue_id)
     assert dead is not None and dead.last_error is not None and dead.last_error.startswith("gave up after")
-    assert "Status: 5.4.7" in smarthost[1].mails[0].raw.decode()
+    assert "Status: 5.4.7" in smarthost[1].mails[0].content.read().decode()
 
 
 async def test_no_room_on_disk_is_a_452(spooled: Settings, emulator: EmulatorServer) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import RouteSettings, Settings
 from gateway.emulator import EmulatorServer
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
+from gateway.settings import RouteSettings, Settings
 from gateway.smtp import SmtpServer
 from gateway.spool import Spool
 

@@ -6,8 +6,8 @@ from email.message import EmailMessage
 from typing import Any
 
 from gateway import contract
-from gateway.config import RouteSettings
-from gateway.fitting import ContentPolicy, fit_mail
+from gateway.fitting import fit_mail
+from gateway.mail import Target
 from gateway.mime import Mailbox, ParsedMail, parse_mail
 from gateway.request import (
     FALLBACK_SENDER,
@@ -18,7 +18,8 @@ from gateway.request import (
     build_request,
     client_token,
 )
-from gateway.routing import TAG_ATTRIBUTE, Target
+from gateway.routing import TAG_ATTRIBUTE
+from gateway.settings import ContentPolicy, RouteSettings
 from gateway.structure import Attachment
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="instance-1")

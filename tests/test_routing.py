@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.addresses import parse_address
-from gateway.config import RouteSettings
 from gateway.errors import RefusedError
 from gateway.routing import Router
+from gateway.settings import RouteSettings
 
 ROUTES = (
     RouteSettings(match="support@example.com", instance_id="i-1"),

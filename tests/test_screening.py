@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 
 from gateway.admission import Admission, in_networks
-from gateway.config_frontdoor import AccessSettings, AuthSettings, LimitSettings, _networks, parse_limits
+from gateway.config_frontdoor import _networks, parse_limits
 from gateway.config_table import Table
 from gateway.credentials import Credentials, hash_password
 from gateway.errors import ConfigError
+from gateway.mail import InMemoryContent
 from gateway.replies import Replies
 from gateway.screening import classify, screen
+from gateway.settings import AccessSettings, AuthSettings, LimitSettings
 
 from .conftest import Clock
 
@@ -54,11 +56,13 @@ def test_classify(headers: list[tuple[str, str]], sender: str | None, kind: str)
 
 def test_screen_counts_hops_and_keeps_quiet_on_ordinary_mail() -> None:
     limits = LimitSettings()
-    ordinary = screen(b"Received: a\r\nReceived: b\r\nSubject: x\r\n\r\nbody", "a@b.c", limits, "mx")
+    ordinary = screen(
+        InMemoryContent(b"Received: a\r\nReceived: b\r\nSubject: x\r\n\r\nbody"), "a@b.c", limits, "mx"
+    )
     assert (ordinary.refusal, ordinary.automatic, ordinary.received) == (None, "no", 2)
-    no_separator = screen(b"Subject: only a header", "a@b.c", limits, "mx")
+    no_separator = screen(InMemoryContent(b"Subject: only a header"), "a@b.c", limits, "mx")
     assert no_separator.refusal is None
-    bare_lf = screen(b"Received: a\nSubject: x\n\nbody\n", "a@b.c", limits, "mx")
+    bare_lf = screen(InMemoryContent(b"Received: a\nSubject: x\n\nbody\n"), "a@b.c", limits, "mx")
     assert bare_lf.received == 1
 
 

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.config import SmtpSettings
+from gateway.mail import ReceivedMail
 from gateway.replies import Replies, Reply
 from gateway.sandbox import sandbox_route
-from gateway.smtp import ReceivedMail, SmtpServer
+from gateway.settings import SmtpSettings
+from gateway.smtp import SmtpServer
 
 from .conftest import RecordingSink, SmtpClient, make_door
 
@@ -31,7 +32,7 @@ async def sink() -> RecordingSink:
 
 @pytest.fixture
 async def front_door(sink: RecordingSink) -> AsyncIterator[SmtpServer]:
-    from gateway.config import RouteSettings
+    from gateway.settings import RouteSettings
 
     routes = (
         RouteSettings(match="support@example.com", instance_id="i-1"),
@@ -72,7 +73,7 @@ async def test_a_mail_reaches_the_sink_with_its_envelope(client: SmtpClient, sin
     assert mail.recipients == ("support@example.com", "anyone+tag@help.example.com")
     assert [t.destination for t in mail.targets] == ["support@example.com", "help@example.com"]
     assert mail.targets[1].tag == "tag"
-    assert mail.raw == MAIL
+    assert mail.content.read() == MAIL
     assert mail.helo == "client.test"
 
 
@@ -180,7 +181,7 @@ async def test_long_lines_and_bare_lf_are_accepted_intact(client: SmtpClient, si
     body = b"From: a@client.test\nSubject: bare LF\n\nline one\n" + long_line + b"\n.leading dot\r\n"
     code, _ = await client.send(body)
     assert code == 250
-    assert sink.mails[0].raw == (
+    assert sink.mails[0].content.read() == (
         b"From: a@client.test\r\nSubject: bare LF\r\n\r\nline one\r\n" + long_line + b"\r\n.leading dot\r\n"
     )
 
@@ -198,5 +199,6 @@ async def test_lf_dot_lf_does_not_end_data(front_door: SmtpServer, sink: Recordi
     assert reply.startswith(b"250")
     [mail] = sink.mails
     assert (
-        mail.raw == b"Subject: one\r\n\r\nbody\r\n.\r\nMAIL FROM:<evil@client.test>\r\nbody\r\n.\r\nmore\r\n"
+        mail.content.read()
+        == b"Subject: one\r\n\r\nbody\r\n.\r\nMAIL FROM:<evil@client.test>\r\nbody\r\n.\r\nmore\r\n"
     )

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import RouteSettings
-from gateway.routing import Target
-from gateway.smtp import ReceivedMail
+from gateway.mail import InMemoryContent, ReceivedMail, Target
+from gateway.settings import RouteSettings
 from gateway.spool import THREAD_DAYS, Spool, SpoolBusyError
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="i-1", attributes={"a": "b"})
@@ -25,7 +24,7 @@ def received(raw: bytes = RAW) -> ReceivedMail:
             Target(ROUTE, "support@example.com", "vip"),
             Target(OTHER, "help@example.com"),
         ),
-        raw=raw,
+        content=InMemoryContent(raw),
         peer="127.0.0.1",
         helo="client.test",
     )

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway import contract
-from gateway.fitting import CONNECT_DEFAULT_FILE_TYPES
+from gateway.settings import CONNECT_DEFAULT_FILE_TYPES
 
 __all__ = ["Answer", "AttachmentFetch", "Contact", "EmulatedConnect"]
 

@@ -1,0 +1,214 @@
+"""The gateway's settings: frozen values that every stage reads, whatever built them.
+
+:mod:`gateway.config` builds them from the TOML file (and checks every rule there); the sandbox and the tests
+build them directly. They are plain values: no I/O, no validation, no defaults read from the machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONNECT_DEFAULT_FILE_TYPES",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "EVERYWHERE",
+    "AccessSettings",
+    "AttachmentSettings",
+    "AuthSettings",
+    "AutomaticSettings",
+    "AwsSettings",
+    "ContentPolicy",
+    "HttpSettings",
+    "LimitSettings",
+    "LogSettings",
+    "MessageSettings",
+    "Network",
+    "QueueSettings",
+    "RouteSettings",
+    "Settings",
+    "SmtpSettings",
+    "TlsSettings",
+]
+
+DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # what SES inbound accepts, headers included
+# Amazon Connect accepts these attachment types by default; administrators can allow more.
+CONNECT_DEFAULT_FILE_TYPES = (
+    ".csv", ".doc", ".docx", ".heic", ".jfif", ".jpeg", ".jpg", ".mov", ".mp4", ".pdf", ".png", ".ppt",
+    ".pptx", ".rtf", ".txt", ".wav", ".xls", ".xlsx",
+)  # fmt: skip
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+EVERYWHERE: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    prefer_body: str = "html"  # or "text"
+    allowed_file_types: frozenset[str] | None = frozenset(CONNECT_DEFAULT_FILE_TYPES)  # None: any type
+    max_file_size: int = 20_000_000
+    max_total_size: int = 25_000_000  # body and attachments together
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    certificate: Path | None = None
+    key: Path | None = None
+    require_tls: bool = False  # MAIL before STARTTLS gets 530 5.7.0
+    implicit_listen: tuple[str, int] | None = None  # a second listener speaking TLS from the first byte
+    reload_seconds: float = 60.0  # how often the certificate files are looked at for a renewal
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    credentials: Path | None = None  # lines of "user:bcrypt-or-argon2-hash"
+    max_failures: int = 5  # per client address, within failure_window; then AUTH waits (454 4.7.0)
+    failure_window: float = 600.0
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    clients: tuple[Network, ...] = EVERYWHERE  # who may connect at all
+    without_auth: tuple[Network, ...] = EVERYWHERE  # who may send without AUTH (others must AUTH first)
+    senders_allow: tuple[str, ...] = ()  # if given, only these senders (patterns like the routes')
+    senders_deny: tuple[str, ...] = ()
+    proxy_protocol: bool = False  # expect a PROXY v1/v2 header (behind a TCP load balancer)
+    proxy_trusted: tuple[Network, ...] = ()  # the load balancers allowed to send it
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_connections: int = 100
+    max_connections_per_client: int = 10
+    max_mails_per_client_per_minute: int = 60
+    max_recipients: int = 100
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2: five minutes
+    data_timeout: float = 120.0  # DATA must move at least 256 KiB in this time (slow-loris)
+    max_line_length: int = 64 * 1024
+    max_header_size: int = 1024 * 1024
+    max_mime_parts: int = 1000
+    max_received_headers: int = 25
+
+
+@dataclass(frozen=True)
+class AutomaticSettings:
+    """Auto-replies, bounces and list mail: "forward" (marked with an attribute), "refuse" or "drop"."""
+
+    policy: str = "forward"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    hostname: str = "localhost"  # the configuration file's default is the machine's FQDN
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str = "us-east-1"
+    connect_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AttachmentSettings:
+    bucket: str
+    prefix: str = "inbound/"
+    url_expiry_seconds: int = 6 * 3600
+    sse: str | None = None
+    kms_key_id: str | None = None
+    allowed_file_types: tuple[str, ...] | None = CONNECT_DEFAULT_FILE_TYPES  # None: every type ("*")
+    max_file_size: int = 20_000_000
+    max_total_size: int = 25_000_000
+    store_original: str = "when-needed"  # or "always"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "json"  # or "text"
+    level: str = "info"
+    personal_data: bool = False  # subjects and addresses in the per-mail line
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """``/metrics``, ``/healthz`` and ``/readyz``; no listener when ``listen`` is None."""
+
+    listen: tuple[str, int] | None = ("127.0.0.1", 8080)
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    prefer_body: str = "html"  # or "text": which body the contact shows when the mail has both
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """One ``[[routes]]`` entry. ``match`` is an address, ``*@domain`` or ``*`` (every recipient)."""
+
+    match: str
+    instance_id: str
+    destination: str | None = None
+    contact_flow_id: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    segment_attributes: Mapping[str, Any] = field(default_factory=dict)
+    references: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None
+    related_contact_header: str | None = None
+    sender_from_reply_to: bool = False
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Between SMTP and Connect. ``spool``: stored durably, 250, delivered by workers; ``sync``: the SMTP
+    reply waits for Connect (staging, where the reply should carry the ContactId)."""
+
+    mode: str = "spool"
+    path: Path = Path("/var/spool/mail-gateway")
+    rate_per_second: float = 2.0  # Connect's default StartEmailContact quota per account and region
+    burst: int = 5
+    workers: int = 4
+    max_age: float = 5 * 86400.0  # then a transiently failing mail is given up, as MTAs do after days
+    retry_initial: float = 30.0
+    retry_max: float = 3600.0
+    min_free_disk: int = 512 * 1024 * 1024
+    shutdown_grace: float = 30.0
+    smarthost: tuple[str, int] | None = None  # where delivery status notifications are sent
+
+
+@dataclass(frozen=True)
+class Settings:
+    smtp: SmtpSettings
+    aws: AwsSettings
+    attachments: AttachmentSettings
+    routes: tuple[RouteSettings, ...]
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    message: MessageSettings = field(default_factory=MessageSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    automatic: AutomaticSettings = field(default_factory=AutomaticSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    @property
+    def content_policy(self) -> ContentPolicy:
+        """What a contact may carry, from ``[attachments]`` and ``[message]``."""
+        attachments = self.attachments
+        allowed = attachments.allowed_file_types
+        return ContentPolicy(
+            prefer_body=self.message.prefer_body,
+            allowed_file_types=None if allowed is None else frozenset(allowed),
+            max_file_size=attachments.max_file_size,
+            max_total_size=attachments.max_total_size,
+        )
