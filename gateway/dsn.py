@@ -18,9 +18,10 @@ from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, make_msgid
 
-__all__ = ["LOOP_HEADER", "Failure", "build_notification", "send_notification"]
+from gateway.automatic import LOOP_HEADER
 
-LOOP_HEADER = "X-Connect-Gateway-Loop"  # on everything the gateway itself sends; mail carrying it is a loop
+__all__ = ["Failure", "build_notification", "send_notification"]
+
 SEND_TIMEOUT_SECONDS = 30
 
 

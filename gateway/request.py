@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import contract
+from gateway.automatic import AUTOMATIC_ATTRIBUTE, classify
 from gateway.fitting import FittedMail, clean_line
 from gateway.mail import Target
 from gateway.mime import Mailbox, ParsedMail
 from gateway.routing import TAG_ATTRIBUTE
-from gateway.screening import AUTOMATIC_ATTRIBUTE, classify
 
 __all__ = [
     "FALLBACK_SENDER",

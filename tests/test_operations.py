@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import mail_log
-from gateway.dsn import LOOP_HEADER
+from gateway.automatic import LOOP_HEADER
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.mail import ReceivedMail
 from gateway.mail_log import JsonFormatter, TextFormatter, log_mail
