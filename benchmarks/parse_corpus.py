@@ -14,15 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.fitting import fit_mail
+from gateway.mail import Target
+from gateway.message.mime import parse_mail
+from gateway.request import StoredFile, build_request
+from gateway.settings import ContentPolicy, RouteSettings
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gateway.fitting import fit_mail  # noqa: E402
-from gateway.mail import Target  # noqa: E402
-from gateway.mime import parse_mail  # noqa: E402
-from gateway.request import StoredFile, build_request  # noqa: E402
-from gateway.settings import ContentPolicy, RouteSettings  # noqa: E402
-
 TARGET = Target(RouteSettings(match="*", instance_id="bench"), "support@example.com")
 
 

@@ -20,8 +20,8 @@ from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequ
 from gateway.fitting import FittedMail, fit_mail
 from gateway.mail import ReceivedMail, Target
 from gateway.mail_log import log_received
+from gateway.message.mime import parse_mail
 from gateway.metrics import Metrics
-from gateway.mime import parse_mail
 from gateway.queue import MailQueue, park_in
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest

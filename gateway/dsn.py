@@ -18,7 +18,7 @@ from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, make_msgid
 
-from gateway.automatic import LOOP_HEADER
+from gateway.message.automatic import LOOP_HEADER
 
 __all__ = ["Failure", "build_notification", "send_notification"]
 

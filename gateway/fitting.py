@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 import regex
 
 from gateway import contract
-from gateway.mime import ParsedMail
+from gateway.message.mime import ParsedMail
+from gateway.message.structure import Attachment
 from gateway.settings import ContentPolicy
-from gateway.structure import Attachment
 
 __all__ = [
     "EMPTY_BODY",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway.mime import HEADER_BYTES, header_message_id
+from gateway.message.mime import HEADER_BYTES, header_message_id
 
 if TYPE_CHECKING:
     from gateway.mail import ReceivedMail

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import contract
-from gateway.automatic import AUTOMATIC_ATTRIBUTE, classify
 from gateway.fitting import FittedMail, clean_line
 from gateway.mail import Target
-from gateway.mime import Mailbox, ParsedMail
+from gateway.message.automatic import AUTOMATIC_ATTRIBUTE, classify
+from gateway.message.mime import Mailbox, ParsedMail
 from gateway.routing import TAG_ATTRIBUTE
 
 __all__ = [

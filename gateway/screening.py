@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from gateway.automatic import LOOP_HEADER, classify
 from gateway.mail import MailContent
+from gateway.message.automatic import LOOP_HEADER, classify
 from gateway.replies import Replies, Reply
 from gateway.settings import LimitSettings
 

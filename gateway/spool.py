@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.mail import ReceivedMail, Target
-from gateway.mime import header_message_id
+from gateway.message.mime import header_message_id
 from gateway.settings import RouteSettings
 
 __all__ = ["THREAD_DAYS", "QueuedMail", "QueuedTarget", "Spool", "SpoolBusyError"]

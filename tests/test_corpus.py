@@ -24,11 +24,11 @@ from gateway import contract
 from gateway.cli import main as cli_main
 from gateway.fitting import fit_mail
 from gateway.mail import Target
-from gateway.mime import parse_mail
+from gateway.message.mime import parse_mail
+from gateway.message.structure import MAX_DEPTH
+from gateway.message.tnef import is_tnef, read_tnef
 from gateway.request import StoredFile, build_request
 from gateway.settings import ContentPolicy, RouteSettings
-from gateway.structure import MAX_DEPTH
-from gateway.tnef import is_tnef, read_tnef
 
 from .conftest import CORPUS
 

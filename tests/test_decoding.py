@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.decoding import decode_bytes, decode_header, lookup_charset, unfold
+from gateway.message.decoding import decode_bytes, decode_header, lookup_charset, unfold
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 
 from gateway import contract, fitting
 from gateway.fitting import EMPTY_BODY, TRUNCATION_NOTE, attachment_names, fit_mail
-from gateway.mime import Mailbox, ParsedMail
+from gateway.message.mime import Mailbox, ParsedMail
+from gateway.message.structure import Attachment
 from gateway.settings import ContentPolicy
-from gateway.structure import Attachment
 
 POLICY = ContentPolicy()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from email.message import EmailMessage
 
-from gateway.mime import parse_mail
+from gateway.message.mime import parse_mail
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gateway import contract
 from gateway.fitting import clean_line, fit_mail
 from gateway.mail import Target
-from gateway.mime import parse_mail
+from gateway.message.mime import parse_mail
 from gateway.request import StoredFile, build_request
 from gateway.settings import ContentPolicy, RouteSettings
 

@@ -8,7 +8,8 @@ from typing import Any
 from gateway import contract
 from gateway.fitting import fit_mail
 from gateway.mail import Target
-from gateway.mime import Mailbox, ParsedMail, parse_mail
+from gateway.message.mime import Mailbox, ParsedMail, parse_mail
+from gateway.message.structure import Attachment
 from gateway.request import (
     FALLBACK_SENDER,
     OMITTED_REFERENCE,
@@ -20,7 +21,6 @@ from gateway.request import (
 )
 from gateway.routing import TAG_ATTRIBUTE
 from gateway.settings import ContentPolicy, RouteSettings
-from gateway.structure import Attachment
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="instance-1")
 TARGET = Target(ROUTE, "support@example.com")

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from gateway.admission import Admission, in_networks
-from gateway.automatic import classify
 from gateway.config_frontdoor import _networks, parse_limits
 from gateway.config_table import Table
 from gateway.credentials import Credentials, hash_password
 from gateway.errors import ConfigError
 from gateway.mail import InMemoryContent
+from gateway.message.automatic import classify
 from gateway.replies import Replies
 from gateway.screening import screen
 from gateway.settings import AccessSettings, AuthSettings, LimitSettings

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
 
-from gateway.decoding import decode_bytes, decode_header
-from gateway.tnef import is_tnef, read_tnef
+from gateway.message.decoding import decode_bytes, decode_header
+from gateway.message.tnef import is_tnef, read_tnef
 
 __all__ = ["Attachment", "Content", "read_structure"]
 

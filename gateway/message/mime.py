@@ -1,9 +1,9 @@
 """A raw message (bytes as received) into a :class:`ParsedMail`: the pure first stage of the mail's journey.
 
 The parser is the standard library's, in its most forgiving mode (``compat32``: it records defects instead
-of raising); header decoding and charsets are :mod:`gateway.decoding`'s, the reading of the MIME tree
-:mod:`gateway.structure`'s. Nothing here raises on bad input: a message that breaks the MIME rules still
-yields its best reading.
+of raising); header decoding and charsets are :mod:`.decoding`'s, the reading of the MIME tree
+:mod:`.structure`'s. Nothing here raises on bad input: a message that breaks the MIME rules still yields
+its best reading.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from gateway.decoding import address_list, decode_bytes, decode_header
-from gateway.structure import Attachment, read_structure
+from gateway.message.decoding import address_list, decode_bytes, decode_header
+from gateway.message.structure import Attachment, read_structure
 
 __all__ = ["HEADER_BYTES", "Attachment", "Mailbox", "ParsedMail", "header_message_id", "parse_mail"]
 
