@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.fitting import fit_mail
+from gateway.contact.fitting import fit_mail
+from gateway.contact.request import StoredFile, build_request
 from gateway.mail import Target
 from gateway.message.mime import parse_mail
-from gateway.request import StoredFile, build_request
 from gateway.settings import ContentPolicy, RouteSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import re
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from gateway import contract
 from gateway.aws_errors import translated
+from gateway.contact import contract
 from gateway.errors import MisconfiguredError
 from gateway.metrics import Metrics
 from gateway.settings import AttachmentSettings, AwsSettings

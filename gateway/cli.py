@@ -14,11 +14,11 @@ from typing import Any
 from gateway.addresses import AddressError, parse_address
 from gateway.attachments import DryRunStore
 from gateway.config import load_config
+from gateway.contact.routing import Router
 from gateway.delivery import Deliverer, unique_targets
 from gateway.errors import ConfigError, RefusedError
 from gateway.mail import Target
 from gateway.mail_log import configure_logging
-from gateway.routing import Router
 from gateway.settings import (
     CONNECT_DEFAULT_FILE_TYPES,
     AttachmentSettings,

@@ -1,7 +1,7 @@
 """Creating the contact: ``StartEmailContact`` through aiobotocore.
 
-The request arrives fully built (:mod:`gateway.request`); this module only sends it and reads the answer.
-A 409 IdempotencyException means an earlier attempt of this very mail already made the contact: that is a
+The request arrives fully built (:mod:`gateway.contact.request`); this module only sends it and reads the
+answer. A 409 IdempotencyException means an earlier attempt of this very mail already made the contact: that is a
 delivery, reported as :class:`~gateway.errors.DuplicateRequestError` for the caller to count as one.
 """
 

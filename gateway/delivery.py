@@ -16,15 +16,15 @@ from typing import Any
 
 from gateway.attachments import AttachmentStore, attachment_key, original_key
 from gateway.connect import ContactStarter
+from gateway.contact.fitting import FittedMail, fit_mail
+from gateway.contact.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
-from gateway.fitting import FittedMail, fit_mail
 from gateway.mail import ReceivedMail, Target
 from gateway.mail_log import log_received
 from gateway.message.mime import parse_mail
 from gateway.metrics import Metrics
 from gateway.queue import MailQueue, park_in
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
-from gateway.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
 from gateway.settings import AttachmentSettings, ContentPolicy
 
 __all__ = ["DeliverNow", "Deliverer", "Outcome", "Prepared", "summary_reply", "unique_targets"]

@@ -15,6 +15,7 @@ from gateway.admission import Admission
 from gateway.attachments import S3AttachmentStore
 from gateway.aws import AwsClients, StaticCredentials
 from gateway.connect import ConnectContacts
+from gateway.contact.routing import Router
 from gateway.credentials import Credentials
 from gateway.delivery import Deliverer, DeliverNow
 from gateway.governor import Governor
@@ -22,7 +23,6 @@ from gateway.http_endpoint import HttpEndpoint
 from gateway.mail import MailSink
 from gateway.metrics import Metrics
 from gateway.queue import LocalQueue, SpoolIntake
-from gateway.routing import Router
 from gateway.settings import Settings
 from gateway.smtp import FrontDoor, SmtpServer
 from gateway.tls import CertificateReloader, server_context

@@ -26,13 +26,13 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from gateway.addresses import AddressError, Path, parse_address, parse_path
 from gateway.admission import Admission
+from gateway.contact.routing import Router
 from gateway.credentials import Credentials
 from gateway.errors import RefusedError
 from gateway.mail import InMemoryContent, MailSink, ReceivedMail, Target
 from gateway.mail_log import log_mail, log_received
 from gateway.metrics import Metrics
 from gateway.replies import Replies, Reply
-from gateway.routing import Router
 from gateway.screening import screen
 from gateway.settings import LimitSettings, SmtpSettings
 from gateway.smtp_data import read_data

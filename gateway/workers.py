@@ -19,16 +19,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from gateway.contact.fitting import FittedMail
+from gateway.contact.request import thread_ids
 from gateway.delivery import Deliverer, Outcome, Prepared
 from gateway.dsn import Failure, build_notification, send_notification
 from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
-from gateway.fitting import FittedMail
 from gateway.governor import Governor
 from gateway.mail import Target
 from gateway.mail_log import log_mail, redacted
 from gateway.queue import MailQueue
 from gateway.replies import Replies
-from gateway.request import thread_ids
 from gateway.settings import QueueSettings
 from gateway.spool import QueuedMail, QueuedTarget
 

@@ -22,10 +22,10 @@ from hypothesis import settings as hypothesis_settings
 
 from gateway.admission import Admission
 from gateway.aws import StaticCredentials
+from gateway.contact.routing import Router
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.mail import ReceivedMail
 from gateway.replies import Replies, Reply
-from gateway.routing import Router
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service import Gateway
 from gateway.settings import (

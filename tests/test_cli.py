@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import contract
+from gateway.contact import contract
 
 from .conftest import ROOT
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway import contract
+from gateway.contact import contract
 
 
 def request(**changes: Any) -> dict[str, Any]:

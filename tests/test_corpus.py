@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway import contract
 from gateway.cli import main as cli_main
-from gateway.fitting import fit_mail
+from gateway.contact import contract
+from gateway.contact.fitting import fit_mail
+from gateway.contact.request import StoredFile, build_request
 from gateway.mail import Target
 from gateway.message.mime import parse_mail
 from gateway.message.structure import MAX_DEPTH
 from gateway.message.tnef import is_tnef, read_tnef
-from gateway.request import StoredFile, build_request
 from gateway.settings import ContentPolicy, RouteSettings
 
 from .conftest import CORPUS

@@ -18,7 +18,7 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from gateway import contract
+from gateway.contact import contract
 from gateway.emulator import EmulatorServer
 
 VALID_STRINGS = {

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from gateway.aws import AwsClients, StaticCredentials
+from gateway.contact.routing import TAG_ATTRIBUTE
 from gateway.emulator import EmulatorServer
-from gateway.routing import TAG_ATTRIBUTE
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
 from gateway.settings import AttachmentSettings, AwsSettings, Settings

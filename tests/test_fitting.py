@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import contract, fitting
-from gateway.fitting import EMPTY_BODY, TRUNCATION_NOTE, attachment_names, fit_mail
+from gateway.contact import contract, fitting
+from gateway.contact.fitting import EMPTY_BODY, TRUNCATION_NOTE, attachment_names, fit_mail
 from gateway.message.mime import Mailbox, ParsedMail
 from gateway.message.structure import Attachment
 from gateway.settings import ContentPolicy

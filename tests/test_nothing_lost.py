@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.contact.request import OMITTED_REFERENCE, ORIGINAL_REFERENCE
 from gateway.emulator import EmulatorServer
-from gateway.request import OMITTED_REFERENCE, ORIGINAL_REFERENCE
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
 from gateway.settings import AttachmentSettings, Settings

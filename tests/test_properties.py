@@ -13,11 +13,11 @@ from email.policy import SMTP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import contract
-from gateway.fitting import clean_line, fit_mail
+from gateway.contact import contract
+from gateway.contact.fitting import clean_line, fit_mail
+from gateway.contact.request import StoredFile, build_request
 from gateway.mail import Target
 from gateway.message.mime import parse_mail
-from gateway.request import StoredFile, build_request
 from gateway.settings import ContentPolicy, RouteSettings
 
 CHARSETS = ("utf-8", "iso-8859-1", "koi8-r", "shift_jis", "gb2312", "iso-2022-jp", "windows-1252", "us-ascii")

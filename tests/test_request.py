@@ -5,12 +5,9 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
-from gateway import contract
-from gateway.fitting import fit_mail
-from gateway.mail import Target
-from gateway.message.mime import Mailbox, ParsedMail, parse_mail
-from gateway.message.structure import Attachment
-from gateway.request import (
+from gateway.contact import contract
+from gateway.contact.fitting import fit_mail
+from gateway.contact.request import (
     FALLBACK_SENDER,
     OMITTED_REFERENCE,
     ORIGINAL_REFERENCE,
@@ -19,7 +16,10 @@ from gateway.request import (
     build_request,
     client_token,
 )
-from gateway.routing import TAG_ATTRIBUTE
+from gateway.contact.routing import TAG_ATTRIBUTE
+from gateway.mail import Target
+from gateway.message.mime import Mailbox, ParsedMail, parse_mail
+from gateway.message.structure import Attachment
 from gateway.settings import ContentPolicy, RouteSettings
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="instance-1")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.addresses import parse_address
+from gateway.contact.routing import Router
 from gateway.errors import RefusedError
-from gateway.routing import Router
 from gateway.settings import RouteSettings
 
 ROUTES = (

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import contract
+from gateway.contact import contract
 from gateway.settings import CONNECT_DEFAULT_FILE_TYPES
 
 __all__ = ["Answer", "AttachmentFetch", "Contact", "EmulatedConnect"]

@@ -17,8 +17,8 @@ from urllib.parse import unquote
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gateway.contact.request import ORIGINAL_REFERENCE
 from gateway.emulator.connect import EmulatedConnect
-from gateway.request import ORIGINAL_REFERENCE
 
 if TYPE_CHECKING:
     from gateway.emulator.server import FaultyS3

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from gateway import contract
+from gateway.contact import contract
 from gateway.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
 from gateway.emulator.faults import FaultInjector, Faults
 from gateway.emulator.page import add_page_routes

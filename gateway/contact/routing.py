@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway import contract
 from gateway.addresses import Address, parse_address
+from gateway.contact import contract
 from gateway.errors import RefusedError
 from gateway.mail import Target
 from gateway.replies import Replies

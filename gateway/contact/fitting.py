@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import regex
 
-from gateway import contract
+from gateway.contact import contract
 from gateway.message.mime import ParsedMail
 from gateway.message.structure import Attachment
 from gateway.settings import ContentPolicy

@@ -1,6 +1,6 @@
 """A fitted mail and its target into the ``StartEmailContact`` request: pure, and always within the contract.
 
-:mod:`gateway.fitting` has already cut what Connect cannot take; this module fills in the addresses,
+:mod:`gateway.contact.fitting` has already cut what Connect cannot take; this module fills in the addresses,
 headers and route settings, and links the stored original when something was left out. The
 ``ClientToken`` is derived from the raw bytes as received plus instance and destination: whatever retries
 the mail (the sending MTA, the spool, an operator) can never create a second contact.
@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import contract
-from gateway.fitting import FittedMail, clean_line
+from gateway.contact import contract
+from gateway.contact.fitting import FittedMail, clean_line
+from gateway.contact.routing import TAG_ATTRIBUTE
 from gateway.mail import Target
 from gateway.message.automatic import AUTOMATIC_ATTRIBUTE, classify
 from gateway.message.mime import Mailbox, ParsedMail
-from gateway.routing import TAG_ATTRIBUTE
 
 __all__ = [
     "FALLBACK_SENDER",
