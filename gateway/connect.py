@@ -1,8 +1,8 @@
 """Creating the contact: ``StartEmailContact`` through aiobotocore.
 
 The request arrives fully built (:mod:`gateway.contact.request`); this module only sends it and reads the
-answer. A 409 IdempotencyException means an earlier attempt of this very mail already made the contact: that is a
-delivery, reported as :class:`~gateway.errors.DuplicateRequestError` for the caller to count as one.
+answer. A 409 IdempotencyException means an earlier attempt of this very mail already made the contact:
+that is a delivery, reported as :class:`~gateway.errors.DuplicateRequestError` for the caller to count as one.
 """
 
 from __future__ import annotations
