@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 from gateway.admission import Admission
-from gateway.config_frontdoor import _networks
+from gateway.config.frontdoor import _networks
 from gateway.credentials import Credentials, hash_password
 from gateway.message.automatic import LOOP_HEADER
 from gateway.replies import Replies

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.admission import Admission, in_networks
-from gateway.config_frontdoor import _networks, parse_limits
-from gateway.config_table import Table
+from gateway.config.frontdoor import _networks, parse_limits
+from gateway.config.table import Table
 from gateway.credentials import Credentials, hash_password
 from gateway.errors import ConfigError
 from gateway.mail import InMemoryContent

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.addresses import AddressError, parse_address
-from gateway.config_frontdoor import parse_access, parse_auth, parse_automatic, parse_limits, parse_tls
-from gateway.config_table import Table, split_host_port
+from gateway.config.frontdoor import parse_access, parse_auth, parse_automatic, parse_limits, parse_tls
+from gateway.config.table import Table, split_host_port
 from gateway.contact import contract
 from gateway.errors import ConfigError
 from gateway.settings import (

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.config_table import Table
+from gateway.config.table import Table
 from gateway.settings import (
     EVERYWHERE,
     AccessSettings,
