@@ -18,7 +18,7 @@ from urllib.parse import quote
 from gateway.aws_errors import translated
 from gateway.contact import contract
 from gateway.errors import MisconfiguredError
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 from gateway.settings import AttachmentSettings, AwsSettings
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from gateway.contact.routing import Router
 from gateway.delivery import Deliverer, unique_targets
 from gateway.errors import ConfigError, RefusedError
 from gateway.mail import Target
-from gateway.mail_log import configure_logging
+from gateway.observe.mail_log import configure_logging
 from gateway.settings import (
     CONNECT_DEFAULT_FILE_TYPES,
     AttachmentSettings,

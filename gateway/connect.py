@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.aws_errors import translated
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect import ConnectClient

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 
 __all__ = ["HealthSource", "HttpEndpoint", "add_health_routes", "serve_app"]
 

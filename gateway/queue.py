@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.errors import ConfigError
 from gateway.mail import ReceivedMail
-from gateway.mail_log import log_received
+from gateway.observe.mail_log import log_received
 from gateway.replies import Replies, Reply
 from gateway.spool import QueuedMail, Spool
 

@@ -16,7 +16,7 @@ from gateway.aws import StaticCredentials
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.emulator.connect import Contact
 from gateway.http_endpoint import add_health_routes
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service import Gateway
 from gateway.settings import (

@@ -21,7 +21,7 @@ from gateway.delivery import Deliverer, DeliverNow
 from gateway.governor import Governor
 from gateway.http_endpoint import HttpEndpoint
 from gateway.mail import MailSink
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 from gateway.queue import LocalQueue, SpoolIntake
 from gateway.settings import Settings
 from gateway.smtp import FrontDoor, SmtpServer

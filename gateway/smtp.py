@@ -30,8 +30,8 @@ from gateway.contact.routing import Router
 from gateway.credentials import Credentials
 from gateway.errors import RefusedError
 from gateway.mail import InMemoryContent, MailSink, ReceivedMail, Target
-from gateway.mail_log import log_mail, log_received
-from gateway.metrics import Metrics
+from gateway.observe.mail_log import log_mail, log_received
+from gateway.observe.metrics import Metrics
 from gateway.replies import Replies, Reply
 from gateway.screening import screen
 from gateway.settings import LimitSettings, SmtpSettings

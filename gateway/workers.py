@@ -26,7 +26,7 @@ from gateway.dsn import Failure, build_notification, send_notification
 from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
 from gateway.governor import Governor
 from gateway.mail import Target
-from gateway.mail_log import log_mail, redacted
+from gateway.observe.mail_log import log_mail, redacted
 from gateway.queue import MailQueue
 from gateway.replies import Replies
 from gateway.settings import QueueSettings
