@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.addresses import AddressError, parse_address
-from gateway.attachments import DryRunStore
+from gateway.aws.attachments import DryRunStore
 from gateway.config import load_config
 from gateway.contact.routing import Router
 from gateway.delivery import Deliverer, unique_targets

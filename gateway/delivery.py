@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.attachments import AttachmentStore, attachment_key, original_key
-from gateway.connect import ContactStarter
+from gateway.aws.attachments import AttachmentStore, attachment_key, original_key
+from gateway.aws.connect import ContactStarter
 from gateway.contact.fitting import FittedMail, fit_mail
 from gateway.contact.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError

@@ -16,7 +16,7 @@
         └── DuplicateRequestError   409: this ClientToken already made a contact from another request
                                     (an earlier attempt, with older presigned URLs): delivered, not failed
 
-Third-party errors (botocore, aiohttp) become these in one place, :mod:`gateway.aws_errors`.
+Third-party errors (botocore, aiohttp) become these in one place, :mod:`gateway.aws.boundary`.
 """
 
 from __future__ import annotations

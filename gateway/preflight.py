@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 from aiobotocore.session import get_session
 
-from gateway.aws import AwsClients, StaticCredentials
-from gateway.aws_errors import translate, translated
+from gateway.aws.boundary import translate, translated
+from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.errors import DeliveryError
 from gateway.settings import Settings
 

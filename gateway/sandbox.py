@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.aws import StaticCredentials
+from gateway.aws.clients import StaticCredentials
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.emulator.connect import Contact
 from gateway.http_endpoint import add_health_routes

@@ -12,9 +12,9 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 
 from gateway.admission import Admission
-from gateway.attachments import S3AttachmentStore
-from gateway.aws import AwsClients, StaticCredentials
-from gateway.connect import ConnectContacts
+from gateway.aws.attachments import S3AttachmentStore
+from gateway.aws.clients import AwsClients, StaticCredentials
+from gateway.aws.connect import ConnectContacts
 from gateway.contact.routing import Router
 from gateway.credentials import Credentials
 from gateway.delivery import Deliverer, DeliverNow

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from gateway.admission import Admission
-from gateway.aws import StaticCredentials
+from gateway.aws.clients import StaticCredentials
 from gateway.contact.routing import Router
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.mail import ReceivedMail

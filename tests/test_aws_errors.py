@@ -15,7 +15,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from gateway.aws_errors import translate, translated
+from gateway.aws.boundary import translate, translated
 from gateway.errors import (
     AttachmentsRefusedError,
     DuplicateRequestError,

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.aws import AwsClients, StaticCredentials
+from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.contact.routing import TAG_ATTRIBUTE
 from gateway.emulator import EmulatorServer
 from gateway.s3server import EmbeddedS3
@@ -233,7 +233,7 @@ async def test_long_session_token_keeps_urls_within_connect_limit(
 
 async def test_real_aws_presigned_url_with_the_longest_prefix_fits() -> None:
     """Against AWS's own endpoint (signing needs no network): the worst case the config allows."""
-    from gateway.attachments import S3AttachmentStore, attachment_key
+    from gateway.aws.attachments import S3AttachmentStore, attachment_key
     from gateway.config import MAX_PREFIX_CHARS
 
     credentials = StaticCredentials("ASIAEXAMPLEEXAMPLE12", "secret", role_session_token(1100))

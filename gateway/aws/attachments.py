@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from gateway.aws_errors import translated
+from gateway.aws.boundary import translated
 from gateway.contact import contract
 from gateway.errors import MisconfiguredError
 from gateway.observe.metrics import Metrics

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.aws_errors import translated
+from gateway.aws.boundary import translated
 from gateway.observe.metrics import Metrics
 
 if TYPE_CHECKING:
