@@ -234,7 +234,7 @@ async def test_long_session_token_keeps_urls_within_connect_limit(
 async def test_real_aws_presigned_url_with_the_longest_prefix_fits() -> None:
     """Against AWS's own endpoint (signing needs no network): the worst case the config allows."""
     from gateway.aws.attachments import S3AttachmentStore, attachment_key
-    from gateway.config import MAX_PREFIX_CHARS
+    from gateway.config.parse import MAX_PREFIX_CHARS
 
     credentials = StaticCredentials("ASIAEXAMPLEEXAMPLE12", "secret", role_session_token(1100))
     attachments = AttachmentSettings(bucket="b" * 63, prefix="p" * MAX_PREFIX_CHARS)
