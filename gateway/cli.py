@@ -214,7 +214,7 @@ def _check(settings: Settings) -> int:
 def _passwd(args: argparse.Namespace) -> int:
     import getpass
 
-    from gateway.credentials import hash_password
+    from gateway.frontdoor.credentials import hash_password
 
     if ":" in args.user or not args.user.strip():
         print("mail-gateway: a user name may not be empty or contain ':'", file=sys.stderr)

@@ -11,21 +11,21 @@ import time
 from contextlib import AsyncExitStack
 from types import TracebackType
 
-from gateway.admission import Admission
 from gateway.aws.attachments import S3AttachmentStore
 from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.aws.connect import ConnectContacts
 from gateway.contact.routing import Router
-from gateway.credentials import Credentials
 from gateway.delivery import Deliverer, DeliverNow
+from gateway.frontdoor.admission import Admission
+from gateway.frontdoor.credentials import Credentials
+from gateway.frontdoor.smtp import FrontDoor, SmtpServer
+from gateway.frontdoor.tls import CertificateReloader, server_context
 from gateway.governor import Governor
 from gateway.http_endpoint import HttpEndpoint
 from gateway.mail import MailSink
 from gateway.observe.metrics import Metrics
 from gateway.queue import LocalQueue, SpoolIntake
 from gateway.settings import Settings
-from gateway.smtp import FrontDoor, SmtpServer
-from gateway.tls import CertificateReloader, server_context
 from gateway.workers import DeliveryWorkers
 
 __all__ = ["Gateway"]

@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from gateway.admission import Admission
 from gateway.aws.clients import StaticCredentials
 from gateway.contact.routing import Router
 from gateway.emulator import EmulatedConnect, EmulatorServer
+from gateway.frontdoor.admission import Admission
+from gateway.frontdoor.smtp import FrontDoor, SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.replies import Replies, Reply
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
@@ -40,7 +41,6 @@ from gateway.settings import (
     Settings,
     SmtpSettings,
 )
-from gateway.smtp import FrontDoor, SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"

@@ -246,7 +246,7 @@ def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
 
 
 def test_passwd_writes_a_line_the_gateway_accepts(tmp_path: Path) -> None:
-    from gateway.credentials import Credentials
+    from gateway.frontdoor.credentials import Credentials
 
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "passwd", "relay", "--stdin"],

@@ -253,7 +253,7 @@ async def test_tls_and_auth_through_the_whole_gateway(
 
     import trustme
 
-    from gateway.credentials import hash_password
+    from gateway.frontdoor.credentials import hash_password
     from gateway.settings import AccessSettings, AuthSettings, TlsSettings
 
     ca = trustme.CA()

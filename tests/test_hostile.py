@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 import trustme
 
-from gateway.admission import Admission
 from gateway.config.frontdoor import _networks
-from gateway.credentials import Credentials, hash_password
+from gateway.frontdoor.admission import Admission
+from gateway.frontdoor.credentials import Credentials, hash_password
+from gateway.frontdoor.smtp import SmtpServer
+from gateway.frontdoor.tls import CertificateReloader, server_context
 from gateway.message.automatic import LOOP_HEADER
 from gateway.replies import Replies
 from gateway.settings import (
@@ -29,8 +31,6 @@ from gateway.settings import (
     SmtpSettings,
     TlsSettings,
 )
-from gateway.smtp import SmtpServer
-from gateway.tls import CertificateReloader, server_context
 
 from .conftest import RecordingSink, make_door
 

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.emulator import EmulatedConnect, EmulatorServer
+from gateway.frontdoor.smtp import SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.message.automatic import LOOP_HEADER
 from gateway.observe import mail_log
@@ -24,7 +25,6 @@ from gateway.s3server import EmbeddedS3
 from gateway.sandbox import sandbox_route
 from gateway.service import Gateway
 from gateway.settings import Settings
-from gateway.smtp import SmtpServer
 
 from .conftest import (
     CREDENTIALS,

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from gateway.emulator import EmulatorServer
+from gateway.frontdoor.smtp import SmtpServer
 from gateway.queue import LocalQueue
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
 from gateway.settings import Settings
-from gateway.smtp import SmtpServer
 from gateway.spool import Spool
 
 from .conftest import (

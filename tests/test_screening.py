@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admission import Admission, in_networks
 from gateway.config.frontdoor import _networks, parse_limits
 from gateway.config.table import Table
-from gateway.credentials import Credentials, hash_password
 from gateway.errors import ConfigError
+from gateway.frontdoor.admission import Admission, in_networks
+from gateway.frontdoor.credentials import Credentials, hash_password
+from gateway.frontdoor.triage import screen
 from gateway.mail import InMemoryContent
 from gateway.message.automatic import classify
 from gateway.replies import Replies
-from gateway.screening import screen
 from gateway.settings import AccessSettings, AuthSettings, LimitSettings
 
 from .conftest import Clock

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.frontdoor.smtp import SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.replies import Replies, Reply
 from gateway.sandbox import sandbox_route
 from gateway.settings import SmtpSettings
-from gateway.smtp import SmtpServer
 
 from .conftest import RecordingSink, SmtpClient, make_door
 

@@ -18,13 +18,13 @@ from gateway.message.automatic import LOOP_HEADER, classify
 from gateway.replies import Replies, Reply
 from gateway.settings import LimitSettings
 
-__all__ = ["Screening", "screen"]
+__all__ = ["Triage", "screen"]
 
 _PART_HEADER = re.compile(rb"(?im)^content-type:")
 
 
 @dataclass(frozen=True)
-class Screening:
+class Triage:
     refusal: Reply | None
     automatic: str
     received: int
@@ -38,20 +38,20 @@ def _header_block(raw: bytes) -> bytes:
     return raw
 
 
-def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: str) -> Screening:
+def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: str) -> Triage:
     """The front door's verdict on a received mail: a refusal, or None; and what kind of mail it is."""
     raw = content.read()
     block = _header_block(raw)
     if len(block) > limits.max_header_size:
-        return Screening(Replies.HEADER_TOO_BIG.format(limit=limits.max_header_size), "no", 0)
+        return Triage(Replies.HEADER_TOO_BIG.format(limit=limits.max_header_size), "no", 0)
     parsed = BytesHeaderParser(policy=compat32).parsebytes(block)
     headers = [(name, str(value)) for name, value in parsed.raw_items()]
     received = sum(1 for name, _ in headers if name.lower() == "received")
     automatic = classify(headers, sender)
     if received > limits.max_received_headers:
-        return Screening(Replies.TOO_MANY_HOPS.format(count=received), automatic, received)
+        return Triage(Replies.TOO_MANY_HOPS.format(count=received), automatic, received)
     if any(name.lower() == LOOP_HEADER.lower() and value.strip() == hostname for name, value in headers):
-        return Screening(Replies.LOOP, automatic, received)
+        return Triage(Replies.LOOP, automatic, received)
     if len(_PART_HEADER.findall(raw)) > limits.max_mime_parts:
-        return Screening(Replies.TOO_MANY_PARTS.format(limit=limits.max_mime_parts), automatic, received)
-    return Screening(None, automatic, received)
+        return Triage(Replies.TOO_MANY_PARTS.format(limit=limits.max_mime_parts), automatic, received)
+    return Triage(None, automatic, received)

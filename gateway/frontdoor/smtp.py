@@ -6,8 +6,8 @@ with its enhanced status code. In order, a connection meets: the PROXY header fr
 (if configured), :class:`~gateway.admission.Admission` at the greeting (networks, connection counts),
 ``require_tls`` and AUTH at MAIL, the sender policy and the per-client mail rate, routing at RCPT (a mail
 that is accepted is already known to be deliverable), the recipient limit, then the DATA reader
-(:mod:`gateway.smtp_data`) and :mod:`gateway.screening` (loops, sizes, automatic mail). The accepted mail
-goes to a :class:`MailSink` (delivered at once, or spooled).
+(:mod:`.data`) and :mod:`.triage` (loops, sizes, automatic mail). The accepted mail goes to a
+:class:`~gateway.mail.MailSink` (delivered at once, or spooled).
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from gateway.addresses import AddressError, Path, parse_address, parse_path
-from gateway.admission import Admission
 from gateway.contact.routing import Router
-from gateway.credentials import Credentials
 from gateway.errors import RefusedError
+from gateway.frontdoor.admission import Admission
+from gateway.frontdoor.credentials import Credentials
+from gateway.frontdoor.data import read_data
+from gateway.frontdoor.triage import screen
 from gateway.mail import InMemoryContent, MailSink, ReceivedMail, Target
 from gateway.observe.mail_log import log_mail, log_received
 from gateway.observe.metrics import Metrics
 from gateway.replies import Replies, Reply
-from gateway.screening import screen
 from gateway.settings import LimitSettings, SmtpSettings
-from gateway.smtp_data import read_data
 
 __all__ = ["FrontDoor", "SmtpServer"]
 
@@ -384,19 +384,19 @@ class GatewaySMTP(SMTP):
         await self._reply(reply)
 
     async def _take(self, mail: ReceivedMail) -> Reply:
-        """The screening's verdict, then the automatic-mail policy, then the sink."""
+        """The triage verdict, then the automatic-mail policy, then the sink."""
         door = self._door
-        screening = screen(mail.content, mail.sender, door.limits, door.smtp.hostname)
-        refusal = screening.refusal
-        if refusal is None and screening.automatic != "no" and door.automatic_policy == "refuse":
+        triage = screen(mail.content, mail.sender, door.limits, door.smtp.hostname)
+        refusal = triage.refusal
+        if refusal is None and triage.automatic != "no" and door.automatic_policy == "refuse":
             refusal = Replies.AUTOMATIC_REFUSED
         if refusal is not None:
             log_received(mail, "refused", refusal.name)
             return refusal
-        if screening.automatic != "no" and door.automatic_policy == "drop":
+        if triage.automatic != "no" and door.automatic_policy == "drop":
             reply = await door.sink.park(mail)
             if reply.code < 400:
-                log_received(mail, "parked", screening.automatic)
+                log_received(mail, "parked", triage.automatic)
             else:  # the spool could not take it: the client retries, nothing was kept
                 log_received(mail, "deferred", reply.name)
             return reply
