@@ -15,7 +15,7 @@ from gateway.addresses import AddressError, parse_address
 from gateway.aws.attachments import DryRunStore
 from gateway.config import load_config
 from gateway.contact.routing import Router
-from gateway.delivery import Deliverer, unique_targets
+from gateway.delivery.deliverer import Deliverer, unique_targets
 from gateway.errors import ConfigError, RefusedError
 from gateway.mail import Target
 from gateway.observe.mail_log import configure_logging
@@ -230,8 +230,8 @@ def _passwd(args: argparse.Namespace) -> int:
 
 
 def _queue(args: argparse.Namespace) -> int:
-    from gateway.queue_admin import run_queue_command
-    from gateway.spool import Spool
+    from gateway.delivery.admin import run_queue_command
+    from gateway.delivery.spool import Spool
 
     settings = load_config(args.config)
     try:

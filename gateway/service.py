@@ -15,18 +15,18 @@ from gateway.aws.attachments import S3AttachmentStore
 from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.aws.connect import ConnectContacts
 from gateway.contact.routing import Router
-from gateway.delivery import Deliverer, DeliverNow
+from gateway.delivery.deliverer import Deliverer, DeliverNow
+from gateway.delivery.governor import Governor
+from gateway.delivery.queue import LocalQueue, SpoolIntake
+from gateway.delivery.workers import DeliveryWorkers
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.smtp import FrontDoor, SmtpServer
 from gateway.frontdoor.tls import CertificateReloader, server_context
-from gateway.governor import Governor
 from gateway.http_endpoint import HttpEndpoint
 from gateway.mail import MailSink
 from gateway.observe.metrics import Metrics
-from gateway.queue import LocalQueue, SpoolIntake
 from gateway.settings import Settings
-from gateway.workers import DeliveryWorkers
 
 __all__ = ["Gateway"]
 

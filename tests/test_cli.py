@@ -200,9 +200,9 @@ def test_emulate_is_strict_when_told() -> None:
 
 
 def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
+    from gateway.delivery.spool import Spool
     from gateway.mail import InMemoryContent, ReceivedMail, Target
     from gateway.settings import RouteSettings
-    from gateway.spool import Spool
 
     spool = Spool(tmp_path / "spool")
     route = RouteSettings(match="support@example.com", instance_id="i-1")

@@ -21,9 +21,9 @@ from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
 
+from gateway.delivery.spool import Spool
 from gateway.emulator import EmulatorServer
 from gateway.s3server import EmbeddedS3
-from gateway.spool import Spool
 
 from .conftest import ROOT, wait_for
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from gateway.governor import DECREASE_HOLD_SECONDS, MIN_FRACTION, RECOVERY_SECONDS, Governor
-from gateway.workers import backoff
+from gateway.delivery.governor import DECREASE_HOLD_SECONDS, MIN_FRACTION, RECOVERY_SECONDS, Governor
+from gateway.delivery.workers import backoff
 
 from .conftest import Clock
 

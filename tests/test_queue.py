@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from gateway.delivery.queue import LocalQueue
+from gateway.delivery.spool import Spool
 from gateway.emulator import EmulatorServer
 from gateway.frontdoor.smtp import SmtpServer
-from gateway.queue import LocalQueue
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
 from gateway.settings import Settings
-from gateway.spool import Spool
 
 from .conftest import (
     CREDENTIALS,

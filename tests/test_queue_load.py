@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.delivery.spool import Spool
 from gateway.emulator import EmulatorServer
 from gateway.frontdoor.smtp import SmtpServer
 from gateway.s3server import EmbeddedS3
 from gateway.service import Gateway
 from gateway.settings import RouteSettings, Settings
-from gateway.spool import Spool
 
 from .conftest import (
     CREDENTIALS,

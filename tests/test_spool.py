@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.delivery.spool import THREAD_DAYS, Spool, SpoolBusyError
 from gateway.mail import InMemoryContent, ReceivedMail, Target
 from gateway.settings import RouteSettings
-from gateway.spool import THREAD_DAYS, Spool, SpoolBusyError
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="i-1", attributes={"a": "b"})
 OTHER = RouteSettings(match="*@help.example.com", instance_id="i-2", destination="help@example.com")

@@ -1,7 +1,7 @@
 """The queue between SMTP and Connect, as the rest of the gateway sees it.
 
 :class:`MailQueue` is the small interface the SMTP intake and the delivery workers use; :class:`LocalQueue`
-implements it over the SQLite :class:`~gateway.spool.Spool`, in one thread of its own so that disk writes
+implements it over the SQLite :class:`~.spool.Spool`, in one thread of its own so that disk writes
 never stall the event loop. A shared queue for several gateways (raw mail in S3, work items in SQS) would
 be another implementation of the same interface. :class:`SpoolIntake` is the ``spool`` mode's
 :class:`~gateway.smtp.MailSink`: the 250 goes out only once the mail is on disk.
@@ -20,11 +20,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from gateway.delivery.spool import QueuedMail, Spool
 from gateway.errors import ConfigError
 from gateway.mail import ReceivedMail
 from gateway.observe.mail_log import log_received
 from gateway.replies import Replies, Reply
-from gateway.spool import QueuedMail, Spool
 
 __all__ = ["LocalQueue", "MailQueue", "SpoolIntake", "park_in"]
 

@@ -2,9 +2,9 @@
 
 For each mail: parse it, upload its attachments, build one request per target and store it (once: retries
 resend the stored request unchanged, so Connect's idempotency answers with the same ContactId), then start
-the contacts through the :class:`~gateway.governor.Governor`. Transient failures are retried with
+the contacts through the :class:`~.governor.Governor`. Transient failures are retried with
 exponential back-off and jitter until ``max_age``; permanent ones go to the dead-letter area at once, and
-the sender is told (:mod:`gateway.dsn`). On shutdown, deliveries under way may finish within the grace
+the sender is told (:mod:`.dsn`). On shutdown, deliveries under way may finish within the grace
 period; the rest stays queued for the next start.
 """
 
@@ -21,16 +21,16 @@ from datetime import UTC, datetime
 
 from gateway.contact.fitting import FittedMail
 from gateway.contact.request import thread_ids
-from gateway.delivery import Deliverer, Outcome, Prepared
-from gateway.dsn import Failure, build_notification, send_notification
+from gateway.delivery.deliverer import Deliverer, Outcome, Prepared
+from gateway.delivery.dsn import Failure, build_notification, send_notification
+from gateway.delivery.governor import Governor
+from gateway.delivery.queue import MailQueue
+from gateway.delivery.spool import QueuedMail, QueuedTarget
 from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
-from gateway.governor import Governor
 from gateway.mail import Target
 from gateway.observe.mail_log import log_mail, redacted
-from gateway.queue import MailQueue
 from gateway.replies import Replies
 from gateway.settings import QueueSettings
-from gateway.spool import QueuedMail, QueuedTarget
 
 __all__ = ["DeliveryWorkers", "backoff"]
 

@@ -18,12 +18,12 @@ from gateway.aws.attachments import AttachmentStore, attachment_key, original_ke
 from gateway.aws.connect import ContactStarter
 from gateway.contact.fitting import FittedMail, fit_mail
 from gateway.contact.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
+from gateway.delivery.queue import MailQueue, park_in
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
 from gateway.mail import ReceivedMail, Target
 from gateway.message.mime import parse_mail
 from gateway.observe.mail_log import log_received
 from gateway.observe.metrics import Metrics
-from gateway.queue import MailQueue, park_in
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.settings import AttachmentSettings, ContentPolicy
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gateway.spool import STATES, QueuedMail, Spool, SpoolBusyError
+from gateway.delivery.spool import STATES, QueuedMail, Spool, SpoolBusyError
 
 __all__ = ["run_queue_command"]
 
