@@ -148,7 +148,7 @@ def _say(line: str) -> None:
 
 def _serve(settings: Settings) -> int:
     from gateway.sandbox import until_signalled
-    from gateway.service import Gateway
+    from gateway.service.gateway import Gateway
 
     async def run() -> None:
         async with Gateway(settings) as gateway:
@@ -203,7 +203,7 @@ async def _emulate(args: argparse.Namespace) -> None:
 
 
 def _check(settings: Settings) -> int:
-    from gateway.preflight import run_checks
+    from gateway.service.preflight import run_checks
 
     checks = asyncio.run(run_checks(settings))
     for check in checks:

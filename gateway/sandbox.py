@@ -15,10 +15,10 @@ from pathlib import Path
 from gateway.aws.clients import StaticCredentials
 from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.emulator.connect import Contact
-from gateway.http_endpoint import add_health_routes
 from gateway.observe.metrics import Metrics
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
+from gateway.service.health import add_health_routes
 from gateway.settings import (
     AttachmentSettings,
     AwsSettings,

@@ -28,7 +28,7 @@ from gateway.frontdoor.smtp import FrontDoor, SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.replies import Replies, Reply
 from gateway.s3server import SANDBOX_KEY, EmbeddedS3
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
 from gateway.settings import (
     AccessSettings,
     AttachmentSettings,

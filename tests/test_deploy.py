@@ -19,8 +19,8 @@ import yaml
 
 from gateway.cli import _parser
 from gateway.config import load_config
-from gateway.preflight import PROBE_PREFIX
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
+from gateway.service.preflight import PROBE_PREFIX
 from gateway.settings import AttachmentSettings, QueueSettings, Settings, SmtpSettings
 
 from .conftest import ROOT

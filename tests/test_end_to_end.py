@@ -17,7 +17,7 @@ from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.contact.routing import TAG_ATTRIBUTE
 from gateway.emulator import EmulatorServer
 from gateway.s3server import EmbeddedS3
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, AwsSettings, Settings
 
 from .conftest import CREDENTIALS, SmtpClient, make_settings, wait_for

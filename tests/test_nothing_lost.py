@@ -13,7 +13,7 @@ import pytest
 from gateway.contact.request import OMITTED_REFERENCE, ORIGINAL_REFERENCE
 from gateway.emulator import EmulatorServer
 from gateway.s3server import EmbeddedS3
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, Settings
 
 from .conftest import CREDENTIALS, SmtpClient, contacts, spool_settings, wait_for

@@ -23,7 +23,7 @@ from gateway.observe.mail_log import JsonFormatter, TextFormatter, log_mail
 from gateway.replies import Replies, Reply
 from gateway.s3server import EmbeddedS3
 from gateway.sandbox import sandbox_route
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
 from gateway.settings import Settings
 
 from .conftest import (

@@ -23,7 +23,7 @@ import pytest
 from gateway.emulator import EmulatorServer
 from gateway.replies import EARLIER_CONTACT
 from gateway.s3server import EmbeddedS3
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
 from gateway.settings import RouteSettings, Settings
 
 from .conftest import CREDENTIALS, ROOT, contacts, make_settings, put_faults, spool_settings, wait_for

@@ -19,7 +19,7 @@ from gateway.delivery.spool import Spool
 from gateway.emulator import EmulatorServer
 from gateway.frontdoor.smtp import SmtpServer
 from gateway.s3server import EmbeddedS3
-from gateway.service import Gateway
+from gateway.service.gateway import Gateway
 from gateway.settings import RouteSettings, Settings
 
 from .conftest import (

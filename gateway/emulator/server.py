@@ -23,7 +23,7 @@ from gateway.contact import contract
 from gateway.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
 from gateway.emulator.faults import FaultInjector, Faults
 from gateway.emulator.page import add_page_routes
-from gateway.http_endpoint import serve_app
+from gateway.service.health import serve_app
 
 __all__ = ["EmulatorServer", "FaultyS3"]
 

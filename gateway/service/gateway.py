@@ -23,9 +23,9 @@ from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.smtp import FrontDoor, SmtpServer
 from gateway.frontdoor.tls import CertificateReloader, server_context
-from gateway.http_endpoint import HttpEndpoint
 from gateway.mail import MailSink
 from gateway.observe.metrics import Metrics
+from gateway.service.health import HttpEndpoint
 from gateway.settings import Settings
 
 __all__ = ["Gateway"]
