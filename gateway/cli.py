@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(args.log_level or log.level, log.format, log.personal_data)
             return _serve(settings)
         if args.command == "sandbox":
-            from gateway.sandbox import run_sandbox
+            from gateway.sandbox.run import run_sandbox
 
             asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say, mode=args.mode))
             return 0
@@ -147,8 +147,7 @@ def _say(line: str) -> None:
 
 
 def _serve(settings: Settings) -> int:
-    from gateway.sandbox import until_signalled
-    from gateway.service.gateway import Gateway
+    from gateway.service.gateway import Gateway, until_signalled
 
     async def run() -> None:
         async with Gateway(settings) as gateway:
@@ -163,13 +162,13 @@ def _serve(settings: Settings) -> int:
 
 
 async def _emulate(args: argparse.Namespace) -> None:
-    from gateway.emulator import EmulatedConnect, EmulatorServer
-    from gateway.emulator.faults import FaultInjector, Faults
-    from gateway.sandbox import until_signalled
+    from gateway.sandbox.emulator import EmulatedConnect, EmulatorServer
+    from gateway.sandbox.emulator.faults import FaultInjector, Faults
+    from gateway.service.gateway import until_signalled
 
     s3 = None
     if args.s3_port is not None:
-        from gateway.s3server import EmbeddedS3
+        from gateway.sandbox.s3server import EmbeddedS3
 
         s3 = EmbeddedS3(args.host, args.s3_port).start()
         s3.create_bucket(args.bucket)
@@ -253,7 +252,7 @@ class _NothingSent:
 
 
 def _parse(args: argparse.Namespace) -> int:
-    from gateway.sandbox import sandbox_route
+    from gateway.sandbox.run import sandbox_route
 
     if args.config:
         settings = load_config(args.config)

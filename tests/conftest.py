@@ -22,12 +22,12 @@ from hypothesis import settings as hypothesis_settings
 
 from gateway.aws.clients import StaticCredentials
 from gateway.contact.routing import Router
-from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.smtp import FrontDoor, SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.replies import Replies, Reply
-from gateway.s3server import SANDBOX_KEY, EmbeddedS3
+from gateway.sandbox.emulator import EmulatedConnect, EmulatorServer
+from gateway.sandbox.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import (
     AccessSettings,

@@ -22,8 +22,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from gateway.delivery.spool import Spool
-from gateway.emulator import EmulatorServer
-from gateway.s3server import EmbeddedS3
+from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.s3server import EmbeddedS3
 
 from .conftest import ROOT, wait_for
 

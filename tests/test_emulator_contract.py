@@ -19,7 +19,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from gateway.contact import contract
-from gateway.emulator import EmulatorServer
+from gateway.sandbox.emulator import EmulatorServer
 
 VALID_STRINGS = {
     # shapes with patterns or documented values need a value that passes them

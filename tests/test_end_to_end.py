@@ -15,8 +15,8 @@ import pytest
 
 from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.contact.routing import TAG_ATTRIBUTE
-from gateway.emulator import EmulatorServer
-from gateway.s3server import EmbeddedS3
+from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, AwsSettings, Settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.emulator.faults import FaultInjector, Faults
+from gateway.sandbox.emulator.faults import FaultInjector, Faults
 
 from .conftest import Clock
 

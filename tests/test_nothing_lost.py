@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.contact.request import OMITTED_REFERENCE, ORIGINAL_REFERENCE
-from gateway.emulator import EmulatorServer
-from gateway.s3server import EmbeddedS3
+from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, Settings
 

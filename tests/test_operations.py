@@ -14,15 +14,15 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.emulator import EmulatedConnect, EmulatorServer
 from gateway.frontdoor.smtp import SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.message.automatic import LOOP_HEADER
 from gateway.observe import mail_log
 from gateway.observe.mail_log import JsonFormatter, TextFormatter, log_mail
 from gateway.replies import Replies, Reply
-from gateway.s3server import EmbeddedS3
-from gateway.sandbox import sandbox_route
+from gateway.sandbox.emulator import EmulatedConnect, EmulatorServer
+from gateway.sandbox.run import sandbox_route
+from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import Settings
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.emulator import EmulatorServer
 from gateway.replies import EARLIER_CONTACT
-from gateway.s3server import EmbeddedS3
+from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import RouteSettings, Settings
 

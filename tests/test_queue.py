@@ -14,9 +14,9 @@ import pytest
 
 from gateway.delivery.queue import LocalQueue
 from gateway.delivery.spool import Spool
-from gateway.emulator import EmulatorServer
 from gateway.frontdoor.smtp import SmtpServer
-from gateway.s3server import EmbeddedS3
+from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import Settings
 

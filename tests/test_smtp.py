@@ -11,7 +11,7 @@ import pytest
 from gateway.frontdoor.smtp import SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.replies import Replies, Reply
-from gateway.sandbox import sandbox_route
+from gateway.sandbox.run import sandbox_route
 from gateway.settings import SmtpSettings
 
 from .conftest import RecordingSink, SmtpClient, make_door

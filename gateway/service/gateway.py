@@ -6,7 +6,9 @@ finish deliveries under way, then the spool and the AWS clients close.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import time
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -28,7 +30,7 @@ from gateway.observe.metrics import Metrics
 from gateway.service.health import HttpEndpoint
 from gateway.settings import Settings
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "until_signalled"]
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +152,16 @@ class Gateway:
     def smtp_port(self) -> int:
         assert self.smtp is not None
         return self.smtp.port
+
+
+async def until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -5,7 +5,7 @@ plus the documented limits); :mod:`.server` speaks HTTP the way botocore expects
 offline implements ``StartEmailContact`` (moto answers "not yet implemented"), hence this package.
 """
 
-from gateway.emulator.connect import Answer, EmulatedConnect
-from gateway.emulator.server import EmulatorServer
+from gateway.sandbox.emulator.connect import Answer, EmulatedConnect
+from gateway.sandbox.emulator.server import EmulatorServer
 
 __all__ = ["Answer", "EmulatedConnect", "EmulatorServer"]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from gateway.emulator.connect import Answer
+from gateway.sandbox.emulator.connect import Answer
 
 __all__ = ["Fault", "FaultInjector", "Faults"]
 

@@ -20,9 +20,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.contact import contract
-from gateway.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
-from gateway.emulator.faults import FaultInjector, Faults
-from gateway.emulator.page import add_page_routes
+from gateway.sandbox.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
+from gateway.sandbox.emulator.faults import FaultInjector, Faults
+from gateway.sandbox.emulator.page import add_page_routes
 from gateway.service.health import serve_app
 
 __all__ = ["EmulatorServer", "FaultyS3"]

@@ -6,18 +6,16 @@ application sends shows up as the contact Connect would create.
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from gateway.aws.clients import StaticCredentials
-from gateway.emulator import EmulatedConnect, EmulatorServer
-from gateway.emulator.connect import Contact
 from gateway.observe.metrics import Metrics
-from gateway.s3server import SANDBOX_KEY, EmbeddedS3
-from gateway.service.gateway import Gateway
+from gateway.sandbox.emulator import EmulatedConnect, EmulatorServer
+from gateway.sandbox.emulator.connect import Contact
+from gateway.sandbox.s3server import SANDBOX_KEY, EmbeddedS3
+from gateway.service.gateway import Gateway, until_signalled
 from gateway.service.health import add_health_routes
 from gateway.settings import (
     AttachmentSettings,
@@ -112,16 +110,3 @@ class _GatewayLater:
     async def refresh_metrics(self) -> None:
         if self.gateway is not None:
             await self.gateway.refresh_metrics()
-
-
-async def until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)

@@ -18,14 +18,14 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.contact.request import ORIGINAL_REFERENCE
-from gateway.emulator.connect import EmulatedConnect
+from gateway.sandbox.emulator.connect import EmulatedConnect
 
 if TYPE_CHECKING:
-    from gateway.emulator.server import FaultyS3
+    from gateway.sandbox.emulator.server import FaultyS3
 
 __all__ = ["add_page_routes"]
 
-UI = resources.files("gateway.emulator") / "ui"
+UI = resources.files("gateway.sandbox.emulator") / "ui"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 
 PAGE_POLICY = (
