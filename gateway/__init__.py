@@ -1,11 +1,19 @@
 """An SMTP gateway for Amazon Connect's email channel.
 
-The journey of a mail, one module per stage: :mod:`~gateway.smtp` (the front door, with
-:mod:`~gateway.smtp_data` and :mod:`~gateway.addresses`), :mod:`~gateway.routing`, :mod:`~gateway.mime`
-(bytes to a parsed mail, with :mod:`~gateway.decoding`), :mod:`~gateway.request` (a parsed mail to a
-StartEmailContact request, within :mod:`~gateway.contract`), :mod:`~gateway.attachments` (S3),
-:mod:`~gateway.connect` (the contact), orchestrated by :mod:`~gateway.delivery`. Errors:
-:mod:`~gateway.errors`, translated from AWS at :mod:`~gateway.aws_errors`; replies: :mod:`~gateway.replies`.
+The tree is the journey of a mail, each package a stage, lower layers never importing higher ones
+(``.importlinter`` in ``pyproject.toml`` enforces it):
+
+* base: :mod:`~gateway.mail` (the mail as every stage names it), :mod:`~gateway.settings`,
+  :mod:`~gateway.errors`, :mod:`~gateway.replies`, :mod:`~gateway.addresses`;
+* :mod:`gateway.message`: bytes into a parsed mail (pure);
+* :mod:`gateway.contact`: a parsed mail and its route into a ``StartEmailContact`` request (pure);
+* :mod:`gateway.config`: the configuration file into settings;
+* :mod:`gateway.observe`: metrics and the mail log;
+* :mod:`gateway.frontdoor`: the SMTP session, and :mod:`gateway.aws`: the AWS edge (S3, Connect, the one
+  error boundary);
+* :mod:`gateway.delivery`: from the accepted mail to its contacts (the queue, the spool, the workers);
+* :mod:`gateway.service`: the running gateway assembled; :mod:`gateway.sandbox`: the emulator and the
+  embedded S3 beside it; :mod:`~gateway.cli`: the command line.
 """
 
 __all__ = ["__version__"]

@@ -1,8 +1,8 @@
 """One mail's delivery: parse, upload its attachments once, then one contact per target.
 
-Talks to the outside world only through the :class:`~gateway.attachments.AttachmentStore` and
-:class:`~gateway.connect.ContactStarter` protocols; every failure arrives here already translated into a
-:class:`~gateway.errors.DeliveryError` and is reported per target, never raised.
+Talks to the outside world only through the :class:`~gateway.aws.attachments.AttachmentStore` and
+:class:`~gateway.aws.connect.ContactStarter` protocols; every failure arrives here already translated into
+a :class:`~gateway.errors.DeliveryError` and is reported per target, never raised.
 """
 
 from __future__ import annotations

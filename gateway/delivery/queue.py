@@ -4,7 +4,7 @@
 implements it over the SQLite :class:`~.spool.Spool`, in one thread of its own so that disk writes
 never stall the event loop. A shared queue for several gateways (raw mail in S3, work items in SQS) would
 be another implementation of the same interface. :class:`SpoolIntake` is the ``spool`` mode's
-:class:`~gateway.smtp.MailSink`: the 250 goes out only once the mail is on disk.
+:class:`~gateway.mail.MailSink`: the 250 goes out only once the mail is on disk.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 aiosmtpd runs the session (greeting, EHLO, STARTTLS, RSET, NOOP, QUIT, PROXY); the commands that decide
 what the gateway accepts are written here so that every refusal is a reply from :mod:`gateway.replies`,
 with its enhanced status code. In order, a connection meets: the PROXY header from a trusted load balancer
-(if configured), :class:`~gateway.admission.Admission` at the greeting (networks, connection counts),
+(if configured), :class:`~.admission.Admission` at the greeting (networks, connection counts),
 ``require_tls`` and AUTH at MAIL, the sender policy and the per-client mail rate, routing at RCPT (a mail
 that is accepted is already known to be deliverable), the recipient limit, then the DATA reader
 (:mod:`.data`) and :mod:`.triage` (loops, sizes, automatic mail). The accepted mail goes to a

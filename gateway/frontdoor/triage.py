@@ -1,9 +1,9 @@
 """What the front door checks in a mail's header before it accepts it, and what kind of mail it is.
 
 Loops: more ``Received`` headers than ``max_received_headers`` (``554 5.4.6``), or the gateway's own loop
-marker (:data:`gateway.automatic.LOOP_HEADER`, on everything the gateway sends). Sizes: the header section
-and the number of MIME parts. And whether a machine wrote it (:func:`gateway.automatic.classify`), for the
-automatic-mail policy. Pure functions.
+marker (:data:`~gateway.message.automatic.LOOP_HEADER`, on everything the gateway sends). Sizes: the header
+section and the number of MIME parts. And whether a machine wrote it
+(:func:`~gateway.message.automatic.classify`), for the automatic-mail policy. Pure functions.
 """
 
 from __future__ import annotations
