@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,9 +18,7 @@ import pytest
 
 from gateway.contact import contract
 
-from .conftest import ROOT
-
-IN_CI = os.environ.get("CI") == "true"
+from .helpers import ROOT, Sandbox, unavailable
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -80,51 +77,11 @@ def test_a_bad_config_names_its_key(tmp_path: Path) -> None:
     assert result.stderr.strip() == "mail-gateway: routes[0].match: must be an address, *@domain or *"
 
 
-class Sandbox:
-    def __init__(self, process: subprocess.Popen[str], smtp_port: int, http_port: int) -> None:
-        self.process = process
-        self.smtp_port = smtp_port
-        self.http_port = http_port
-
-    def next_line(self) -> str:
-        assert self.process.stdout is not None
-        return self.process.stdout.readline()
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "sandbox", "--smtp-port", "0", "--http-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("Ready"):
-            break
-    text = "".join(lines)
-    smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", text)
-    http = re.search(r"Connect\s+http://127\.0\.0\.1:(\d+)", text)
-    assert smtp is not None and http is not None, text
-    try:
-        yield Sandbox(process, int(smtp.group(1)), int(http.group(1)))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-    assert process.returncode == 0
-
-
 def test_swaks_through_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:
     """The issue's acceptance check: the real swaks client against the real `sandbox` command."""
     swaks = shutil.which("swaks")
     if swaks is None:
-        if IN_CI:
-            pytest.fail("swaks is missing under CI: .ci/run installs it")
-        pytest.skip("swaks is not installed (apt-get install swaks)")
+        unavailable("swaks is not installed (apt-get install swaks; .ci/run does it)")
     first, second = tmp_path / "report.pdf", tmp_path / "photo.jpg"
     first.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 20)
     second.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(4000))

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, mail
-from .test_cli import Sandbox, sandbox  # noqa: F401  (the fixture)
+from .helpers import ROOT, Sandbox, mail
 
 ENVIRONMENT = {
     **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
@@ -153,7 +152,7 @@ def test_serve_logs_one_json_line_per_mail(strict_emulator: Emulator, tmp_path: 
     assert "kunde@client.test" not in stderr and "support@example.com" not in stderr
 
 
-def test_the_sandbox_serves_health_and_metrics_on_its_http_port(sandbox: Sandbox) -> None:  # noqa: F811
+def test_the_sandbox_serves_health_and_metrics_on_its_http_port(sandbox: Sandbox) -> None:
     port = sandbox.http_port
     assert json.loads(fetch(port, "/healthz")) == {"status": "alive"}
     assert json.loads(fetch(port, "/readyz")) == {"status": "ready", "reason": "ok"}

@@ -1,7 +1,8 @@
 """About 1,000 public real-world mails that nobody on this project wrote, through parse → fit → request.
 
-The corpus lives outside the repository (``../shared/corpus``); without it these tests skip with a
-reason, except under CI (``CI=true``), where its absence is a failure. The figures are printed at the end
+The corpus lives outside the repository and is read in place from the directory that
+``MAIL_GATEWAY_CORPUS`` names (``.ci/run`` sets it to ``../shared/corpus``); without it these tests skip
+and say so, except under CI (``CI=true``), where its absence is a failure. The figures are printed at the end
 of the run.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import mailbox
-import os
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from email import message_from_bytes
@@ -30,27 +30,33 @@ from gateway.message.structure import MAX_DEPTH
 from gateway.message.tnef import is_tnef, read_tnef
 from gateway.settings import ContentPolicy, RouteSettings
 
-from .conftest import CORPUS
+from .helpers import CORPUS, CORPUS_VARIABLE, unavailable
 
 TARGET = Target(RouteSettings(match="*", instance_id="corpus-instance"), "support@example.com")
 STATS: dict[str, object] = {}
 
 
-def corpus_files() -> list[Path]:
+def corpus() -> Path:
+    if CORPUS is None:
+        unavailable(f"{CORPUS_VARIABLE} is not set: point it at the public mail corpus (../shared/corpus)")
+    assert CORPUS is not None
     if not (CORPUS / "INDEX.tsv").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the corpus is missing at {CORPUS}: under CI it must be there")
-        pytest.skip(f"the public mail corpus is not at {CORPUS} (../shared/corpus from the project root)")
-    lines = (CORPUS / "INDEX.tsv").read_text().splitlines()[1:]
-    listed = [CORPUS / line.split("\t")[0] for line in lines if line.strip()]
-    extra = sorted(CORPUS.glob("*/mailbox/*")) + sorted(CORPUS.glob("mimekit/mbox/*"))
+        unavailable(f"the public mail corpus is not at {CORPUS} ({CORPUS_VARIABLE})")
+    return CORPUS
+
+
+def corpus_files() -> list[Path]:
+    root = corpus()
+    lines = (root / "INDEX.tsv").read_text().splitlines()[1:]
+    listed = [root / line.split("\t")[0] for line in lines if line.strip()]
+    extra = sorted(root.glob("*/mailbox/*")) + sorted(root.glob("mimekit/mbox/*"))
     return listed + [path for path in extra if path not in listed]
 
 
 def corpus_messages() -> Iterator[tuple[str, bytes]]:
     """Each mail file, and each message of each mbox file (the 0-3 byte files included)."""
     for path in corpus_files():
-        name = str(path.relative_to(CORPUS))
+        name = str(path.relative_to(corpus()))
         if path.parent.name in ("mailbox", "mbox") and path.stat().st_size > 3:
             box = mailbox.mbox(path)
             for key in box.iterkeys():
@@ -127,7 +133,7 @@ def test_every_corpus_mail_becomes_a_valid_request_with_its_attachments_intact()
 
 
 def tnef_payloads() -> list[Path]:
-    return sorted((CORPUS / "mimekit" / "tnef-raw").glob("*.tnef")) if CORPUS.exists() else []
+    return sorted((CORPUS / "mimekit" / "tnef-raw").glob("*.tnef")) if CORPUS and CORPUS.exists() else []
 
 
 @pytest.mark.parametrize("path", tnef_payloads(), ids=lambda p: p.stem)
@@ -147,8 +153,7 @@ def test_tnef_payloads_are_all_there() -> None:
 
 
 def read(relative: str) -> bytes:
-    corpus_files()
-    return (CORPUS / relative).read_bytes()
+    return (corpus() / relative).read_bytes()
 
 
 def test_tnef_mails_yield_their_real_attachments_and_body() -> None:

@@ -25,7 +25,7 @@ from gateway.delivery.spool import Spool
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 
-from .conftest import ROOT, wait_for
+from .helpers import ROOT, wait_until
 
 MAILS = 300
 CLIENTS = 6
@@ -175,7 +175,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             for c in emulator.connect.contacts.values()
         )
 
-    await wait_for(lambda: len(delivered()) == MAILS, seconds=120)
+    await wait_until(lambda: len(delivered()) == MAILS, seconds=120)
     assert gateway.terminate() == 0
     counts = delivered()
     assert set(counts) == {f"<crash-{n}@client.test>" for n in mails}  # none lost

@@ -20,7 +20,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, AwsSettings, Settings
 
-from .conftest import CREDENTIALS, SmtpClient, make_settings, wait_for
+from .helpers import CREDENTIALS, SmtpClient, make_settings, wait_until
 
 PDF = b"%PDF-1.7\n" + os.urandom(5000)
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(3000)
@@ -71,7 +71,7 @@ async def test_a_customer_mail_becomes_a_faithful_contact(smtp: SmtpClient, emul
     assert [a["FileName"] for a in request["Attachments"]] == ["Rechnung März.pdf", "screenshot.png"]
     downloaded = [await download(a["S3Url"]) for a in request["Attachments"]]
     assert downloaded == [PDF, PNG]
-    await wait_for(lambda: all(a.fetched for a in contact.attachments))
+    await wait_until(lambda: all(a.fetched for a in contact.attachments))
     assert [a.size for a in contact.attachments] == [len(PDF), len(PNG)]
 
 

@@ -9,7 +9,7 @@ import pytest
 from gateway.delivery.governor import DECREASE_HOLD_SECONDS, MIN_FRACTION, RECOVERY_SECONDS, Governor
 from gateway.delivery.workers import backoff
 
-from .conftest import Clock
+from .helpers import Clock
 
 
 async def test_burst_then_rate(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, Settings
 
-from .conftest import CREDENTIALS, SmtpClient, contacts, spool_settings, wait_for
+from .helpers import CREDENTIALS, SmtpClient, contacts, spool_settings, wait_until
 
 
 def mail_with(*files: tuple[str, str, bytes]) -> bytes:
@@ -76,7 +76,7 @@ async def test_attachments_connect_refuses_are_left_out_and_the_mail_still_deliv
     async with Gateway(settings, CREDENTIALS) as gateway:
         code, _ = await SmtpClient(gateway.smtp_port).send(raw)
         assert code == 250
-        await wait_for(lambda: len(contacts(emulator)) == 1)
+        await wait_until(lambda: len(contacts(emulator)) == 1)
     [contact] = contacts(emulator)
     assert "Attachments" not in contact.request
     left_out = contact.request["References"][OMITTED_REFERENCE]["Value"]

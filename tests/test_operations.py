@@ -10,7 +10,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,7 +25,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import Settings
 
-from .conftest import (
+from .helpers import (
     CREDENTIALS,
     RecordingSink,
     SmtpClient,
@@ -36,15 +35,13 @@ from .conftest import (
     make_settings,
     put_faults,
     spool_settings,
-    wait_for,
+    wait_until,
+)
+from .helpers import (
+    http_get as get,
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as response:
-        return response.status, await response.text()
 
 
 async def scrape(gateway: Gateway) -> Samples:
@@ -86,8 +83,8 @@ async def test_metrics_and_log_lines_match_what_was_sent(
         looped = mail("<loop@client.test>", **{LOOP_HEADER.replace("-", "_"): "mx.gateway.test"})
         assert (await client.send(looped))[0] == 554
         assert (await client.send(mail(), recipients=("nobody@example.com",)))[0] == 550
-        await wait_for(lambda: len(contacts(emulator)) == 5)
-        await wait_for(lambda: len(mail_lines(caplog)) == 5)
+        await wait_until(lambda: len(contacts(emulator)) == 5)
+        await wait_until(lambda: len(mail_lines(caplog)) == 5)
         samples = await scrape(gateway)
 
     assert value(samples, "mail_gateway_sessions_total") == 6
@@ -168,12 +165,12 @@ async def test_in_spool_mode_a_connect_outage_keeps_the_gateway_ready(
     async with Gateway(spooled, CREDENTIALS) as gateway:
         assert gateway.http is not None
         assert (await SmtpClient(gateway.smtp_port).send(mail()))[0] == 250
-        await wait_for(lambda: gateway.metrics.last_aws_failure is not None)
+        await wait_until(lambda: gateway.metrics.last_aws_failure is not None)
         assert (await get(gateway.http.port, "/readyz"))[0] == 200
         samples = await scrape(gateway)
         assert value(samples, "mail_gateway_delivery_retries_total") >= 1
         await put_faults(emulator, error_rate=0.0)
-        await wait_for(lambda: len(contacts(emulator)) == 1)
+        await wait_until(lambda: len(contacts(emulator)) == 1)
 
 
 async def test_a_full_spool_disk_is_not_ready(spooled: Settings) -> None:
@@ -241,7 +238,7 @@ async def test_a_dead_letter_is_logged_by_its_error_class_and_kept_whole_in_the_
         async with Gateway(settings, CREDENTIALS) as gateway:
             code, text = await SmtpClient(gateway.smtp_port).send(mail("<dead-1@client.test>"))
             assert code == 250
-            await wait_for(lambda: any(line["outcome"] == "dead" for line in mail_lines(caplog)))
+            await wait_until(lambda: any(line["outcome"] == "dead" for line in mail_lines(caplog)))
             assert gateway.queue is not None
             dead = await gateway.queue.get(text.rsplit(" ", 1)[1])
     finally:

@@ -20,7 +20,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import Settings
 
-from .conftest import (
+from .helpers import (
     CREDENTIALS,
     RecordingSink,
     SmtpClient,
@@ -30,7 +30,7 @@ from .conftest import (
     put_faults,
     retry_all_dead,
     spool_settings,
-    wait_for,
+    wait_until,
 )
 
 
@@ -52,9 +52,9 @@ async def test_mail_is_queued_then_delivered(spooled: Settings, emulator: Emulat
         assert code == 250
         assert text.startswith("2.0.0 Queued as ")
         queue_id = text.rsplit(" ", 1)[1]
-        await wait_for(lambda: len(contacts(emulator)) == 1)
+        await wait_until(lambda: len(contacts(emulator)) == 1)
         spool = Spool(spooled.queue.path, create=False)
-        await wait_for(lambda: spool.get(queue_id).state == "done")  # type: ignore[union-attr]
+        await wait_until(lambda: spool.get(queue_id).state == "done")  # type: ignore[union-attr]
         done = spool.get(queue_id, with_raw=True)
     assert done is not None and done.raw is None
     assert done.targets[0].contact_id == contacts(emulator)[0].contact_id
@@ -67,9 +67,9 @@ async def test_transient_failures_are_retried_and_the_request_is_resent_unchange
     async with Gateway(spooled, CREDENTIALS) as gateway:
         code, _ = await SmtpClient(gateway.smtp_port).send(mail())
         assert code == 250
-        await wait_for(lambda: len(emulator.connect.calls) >= 4)
+        await wait_until(lambda: len(emulator.connect.calls) >= 4)
         await put_faults(emulator, error_rate=0.0)
-        await wait_for(lambda: any(c["Status"] == 200 for c in emulator.connect.calls))
+        await wait_until(lambda: any(c["Status"] == 200 for c in emulator.connect.calls))
     bodies = {json.dumps(c["Request"], sort_keys=True) for c in emulator.connect.calls}
     assert len(bodies) == 1  # every attempt sent the very same request
     assert len(contacts(emulator)) == 1
@@ -83,7 +83,7 @@ async def test_permanent_refusal_goes_to_dead_letters_with_a_notification_and_ca
         _, text = await SmtpClient(gateway.smtp_port).send(mail())
         queue_id = text.rsplit(" ", 1)[1]
         spool = Spool(spooled.queue.path, create=False)
-        await wait_for(lambda: spool.get(queue_id).notice == "sent")  # type: ignore[union-attr]
+        await wait_until(lambda: spool.get(queue_id).notice == "sent")  # type: ignore[union-attr]
         dead = spool.get(queue_id)
         assert dead is not None and dead.state == "dead"
         assert "is not an email address of instance" in (dead.last_error or "")
@@ -102,7 +102,7 @@ async def test_permanent_refusal_goes_to_dead_letters_with_a_notification_and_ca
         emulator.connect.addresses = ("*@example.com",)
         out = await retry_all_dead(spooled.queue.path, tmp_path)
         assert out.startswith("1 mail(s) queued again")
-        await wait_for(lambda: len(contacts(emulator)) == 1)
+        await wait_until(lambda: len(contacts(emulator)) == 1)
 
 
 async def test_null_sender_gets_no_notification(
@@ -113,7 +113,7 @@ async def test_null_sender_gets_no_notification(
         _, text = await SmtpClient(gateway.smtp_port).send(mail(), sender="")
         spool = Spool(spooled.queue.path, create=False)
         queue_id = text.rsplit(" ", 1)[1]
-        await wait_for(lambda: (spool.get(queue_id).notice or "").startswith("not needed"))  # type: ignore[union-attr]
+        await wait_until(lambda: (spool.get(queue_id).notice or "").startswith("not needed"))  # type: ignore[union-attr]
     assert smarthost[1].mails == []
 
 
@@ -126,7 +126,7 @@ async def test_without_smarthost_the_missing_notification_is_recorded(
         _, text = await SmtpClient(gateway.smtp_port).send(mail())
         spool = Spool(settings.queue.path, create=False)
         queue_id = text.rsplit(" ", 1)[1]
-        await wait_for(lambda: spool.get(queue_id).notice == "unsent: no smarthost")  # type: ignore[union-attr]
+        await wait_until(lambda: spool.get(queue_id).notice == "unsent: no smarthost")  # type: ignore[union-attr]
 
 
 async def test_expired_mail_is_given_up(
@@ -138,7 +138,7 @@ async def test_expired_mail_is_given_up(
         _, text = await SmtpClient(gateway.smtp_port).send(mail())
         spool = Spool(settings.queue.path, create=False)
         queue_id = text.rsplit(" ", 1)[1]
-        await wait_for(lambda: spool.get(queue_id).notice == "sent")  # type: ignore[union-attr]
+        await wait_until(lambda: spool.get(queue_id).notice == "sent")  # type: ignore[union-attr]
         dead = spool.get(queue_id)
     assert dead is not None and dead.last_error is not None and dead.last_error.startswith("gave up after")
     assert "Status: 5.4.7" in smarthost[1].mails[0].content.read().decode()
@@ -162,10 +162,10 @@ async def test_a_reply_is_threaded_to_the_contact_of_the_mail_it_answers(
     async with Gateway(spooled, CREDENTIALS) as gateway:
         client = SmtpClient(gateway.smtp_port)
         await client.send(mail("<first@client.test>"))
-        await wait_for(lambda: len(contacts(emulator)) == 1)
+        await wait_until(lambda: len(contacts(emulator)) == 1)
         first = contacts(emulator)[0].contact_id
         await client.send(mail("<second@client.test>", In_Reply_To="<first@client.test>"))
-        await wait_for(lambda: len(contacts(emulator)) == 2)
+        await wait_until(lambda: len(contacts(emulator)) == 2)
     second = contacts(emulator)[1]
     assert second.request["RelatedContactId"] == first
 
@@ -177,14 +177,14 @@ async def test_shutdown_leaves_unfinished_mail_queued_and_restart_delivers_it_on
     settings = replace(spooled, queue=replace(spooled.queue, shutdown_grace=0.2))
     async with Gateway(settings, CREDENTIALS) as gateway:
         _, text = await SmtpClient(gateway.smtp_port).send(mail())
-        await wait_for(lambda: len(emulator.connect.calls) == 0 and bool(gateway.queue))
+        await wait_until(lambda: len(emulator.connect.calls) == 0 and bool(gateway.queue))
         await asyncio.sleep(0.5)  # the call is under way, waiting for the slow emulator
     spool = Spool(settings.queue.path, create=False)
     queue_id = text.rsplit(" ", 1)[1]
     assert spool.get(queue_id).state == "queued"  # type: ignore[union-attr]
     await put_faults(emulator, latency_ms=0)
     async with Gateway(settings, CREDENTIALS):
-        await wait_for(lambda: spool.get(queue_id).state == "done")  # type: ignore[union-attr]
+        await wait_until(lambda: spool.get(queue_id).state == "done")  # type: ignore[union-attr]
     assert len(contacts(emulator)) == 1
 
 
@@ -207,10 +207,10 @@ async def test_s3_faults_from_the_emulator_are_retried(
             _, text = await SmtpClient(gateway.smtp_port).send(mail())
             spool = Spool(spooled.queue.path, create=False)
             queue_id = text.rsplit(" ", 1)[1]
-            await wait_for(lambda: "SlowDown" in (spool.get(queue_id).last_error or ""))  # type: ignore[union-attr]
+            await wait_until(lambda: "SlowDown" in (spool.get(queue_id).last_error or ""))  # type: ignore[union-attr]
             assert contacts(emulator) == []
             await put_faults(emulator, s3_error_rate=0.0)
-            await wait_for(lambda: len(contacts(emulator)) == 1)
+            await wait_until(lambda: len(contacts(emulator)) == 1)
     finally:
         s3_server.error_rate = 0.0
 
@@ -254,10 +254,10 @@ async def test_workers_survive_a_full_disk_and_deliver_once_it_clears(
         for number in range(3):
             code, _ = await client.send(mail(f"<full-{number}@client.test>"))
             assert code == 250
-        await wait_for(lambda: len(emulator.connect.calls) >= 3)  # deliveries fail and are deferred
+        await wait_until(lambda: len(emulator.connect.calls) >= 3)  # deliveries fail and are deferred
         full_disk.full = True
-        await wait_for(lambda: full_disk.refused >= 6)  # claims and deferrals refused for a while
+        await wait_until(lambda: full_disk.refused >= 6)  # claims and deferrals refused for a while
         full_disk.full = False
         await put_faults(emulator, error_rate=0.0)
-        await wait_for(lambda: len(contacts(emulator)) == 3, seconds=20)
+        await wait_until(lambda: len(contacts(emulator)) == 3, seconds=20)
         assert gateway.metrics.worker_errors._value.get() > 0

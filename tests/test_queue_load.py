@@ -22,7 +22,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import RouteSettings, Settings
 
-from .conftest import (
+from .helpers import (
     CREDENTIALS,
     RecordingSink,
     SmtpClient,
@@ -31,7 +31,7 @@ from .conftest import (
     put_faults,
     retry_all_dead,
     spool_settings,
-    wait_for,
+    wait_until,
 )
 
 RATE, BURST, THROTTLE_RPS = 12.0, 4, 8
@@ -98,8 +98,10 @@ async def test_throttled_and_failing_connect(
             )
 
         spool = Spool(loaded.queue.path, create=False)
-        await wait_for(lambda: len(per_message()) == GOOD and spool.counts()["dead"] == REFUSED, seconds=120)
-        await wait_for(lambda: len(smarthost[1].mails) == REFUSED)
+        await wait_until(
+            lambda: len(per_message()) == GOOD and spool.counts()["dead"] == REFUSED, seconds=120
+        )
+        await wait_until(lambda: len(smarthost[1].mails) == REFUSED)
         statuses = Counter(c["Status"] for c in emulator.connect.calls)
         assert statuses[429] > 0 and statuses[500] > 0  # the faults really happened
         assert max(per_message().values()) == 1  # exactly once despite lost answers
@@ -112,6 +114,6 @@ async def test_throttled_and_failing_connect(
         emulator.connect.addresses = ("support@example.com", "refused@example.com")
         out = await retry_all_dead(loaded.queue.path, tmp_path)
         assert out.startswith(f"{REFUSED} mail(s) queued again")
-        await wait_for(lambda: len(per_message()) == GOOD + REFUSED, seconds=120)
+        await wait_until(lambda: len(per_message()) == GOOD + REFUSED, seconds=120)
     assert max(per_message().values()) == 1
     print(f"\n{len(emulator.connect.calls)} calls for {GOOD + REFUSED} mails: {dict(statuses)}")

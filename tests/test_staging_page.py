@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .test_cli import IN_CI, Sandbox, sandbox  # noqa: F401  (the fixture)
+from .helpers import Sandbox, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -41,9 +41,7 @@ def _unavailable() -> str | None:
 def browser(tmp_path: Path) -> Iterator[Any]:
     reason = _unavailable()
     if reason is not None:
-        if IN_CI:
-            pytest.fail(f"Chromium is required under CI: {reason}")
-        pytest.skip(reason)
+        unavailable(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -143,7 +141,7 @@ def subjects(driver: Any) -> list[str]:
     return [row.find_element(By.CSS_SELECTOR, "td.subject").text for row in rows(driver)]
 
 
-def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) -> None:  # noqa: F811
+def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) -> None:
     from selenium.webdriver.common.by import By
 
     page = f"http://127.0.0.1:{sandbox.http_port}/"
@@ -198,7 +196,7 @@ def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) 
         assert json.load(response)["contacts"] == []
 
 
-def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sandbox) -> None:  # noqa: F811
+def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sandbox) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
@@ -248,7 +246,7 @@ def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sand
         beacon.close()
 
 
-def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: Sandbox) -> None:  # noqa: F811
+def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: Sandbox) -> None:
     from selenium.webdriver.common.by import By
 
     base = f"http://127.0.0.1:{sandbox.http_port}"
@@ -285,7 +283,7 @@ def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: 
     assert "Subject: With a program" in detail.text
 
 
-def test_page_and_body_carry_a_restrictive_policy(sandbox: Sandbox) -> None:  # noqa: F811
+def test_page_and_body_carry_a_restrictive_policy(sandbox: Sandbox) -> None:
     """Checked without a browser, so that it runs everywhere."""
     base = f"http://127.0.0.1:{sandbox.http_port}"
     with urllib.request.urlopen(f"{base}/", timeout=10) as response:
