@@ -23,6 +23,7 @@ from gateway.settings import (
     CONNECT_DEFAULT_FILE_TYPES,
     AttachmentSettings,
     AwsSettings,
+    QueueMode,
     Settings,
     SmtpSettings,
 )
@@ -52,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--http-port", type=int, default=8025, help="the emulator's port")
     sandbox.add_argument(
         "--mode",
-        choices=("sync", "spool"),
-        default="sync",
+        type=QueueMode,
+        choices=tuple(QueueMode),
+        default=QueueMode.SYNC,
         help="sync: the SMTP reply names the contact (default); spool: queued as in production",
     )
 
@@ -202,12 +204,12 @@ async def _emulate(args: argparse.Namespace) -> None:
 
 
 def _check(settings: Settings) -> int:
-    from gateway.service.preflight import run_checks
+    from gateway.service.preflight import Status, run_checks
 
     checks = asyncio.run(run_checks(settings))
     for check in checks:
         _say(str(check))
-    return 1 if any(check.status == "FAIL" for check in checks) else 0
+    return 1 if any(check.status == Status.FAIL for check in checks) else 0
 
 
 def _passwd(args: argparse.Namespace) -> int:
@@ -277,9 +279,9 @@ def _parse(args: argparse.Namespace) -> int:
             return 1
         targets = _routable(router, [PARSE_FALLBACK_RECIPIENT])
     sender = mail.sender.address if mail.sender else ""
-    prepared = asyncio.run(deliverer.prepare(raw, fitted, unique_targets(targets), sender))
-    print(json.dumps([item.request for item in prepared], indent=2, ensure_ascii=False))
-    return 0 if prepared else 1
+    requests = asyncio.run(deliverer.build(raw, fitted, unique_targets(targets), sender))
+    print(json.dumps(requests, indent=2, ensure_ascii=False))
+    return 0 if requests else 1
 
 
 def _routable(router: Router, addresses: Sequence[str]) -> list[Target]:

@@ -5,7 +5,9 @@
     GatewayError                    .reply: Reply; .transient
     ├── RefusedError                refused at an SMTP command (bad address, relay attempt, size)
     ├── ConfigError                 the configuration file is wrong (raised at start, never sent)
-    └── DeliveryError               a mail could not become a contact
+    ├── SpoolError                  4xx: the spool could not be written (raised at the spool's boundary)
+    │   └── SpoolFullError          its disk is full: 452 4.3.1, as Postfix says it
+    └── DeliveryError               a mail could not become a contact (.service, .code, .message)
         ├── TransientError          4xx: retry later; the retry sends the same request
         │   ├── ThrottledError      Connect or S3 asked us to slow down
         │   ├── UnavailableError    5xx answers, timeouts, network faults
@@ -16,7 +18,10 @@
         └── DuplicateRequestError   409: this ClientToken already made a contact from another request
                                     (an earlier attempt, with older presigned URLs): delivered, not failed
 
-Third-party errors (botocore, aiohttp) become these in one place, :mod:`gateway.aws.boundary`.
+Third-party errors become these in one place each: botocore and aiohttp at :mod:`gateway.aws.boundary`,
+SQLite at the spool's door (:mod:`gateway.delivery.queue`). A :class:`DeliveryError` keeps what AWS said as
+fields, so that the log can name it by service and code alone (AWS messages echo personal data) and the
+spool can store it as columns.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ __all__ = [
     "MisconfiguredError",
     "PermanentError",
     "RefusedError",
+    "SpoolError",
+    "SpoolFullError",
     "ThrottledError",
     "TransientError",
     "UnavailableError",
@@ -64,8 +71,40 @@ class ConfigError(GatewayError):
     """A bad configuration file; the message names the key (``routes[2].match: ...``)."""
 
 
+class SpoolError(GatewayError):
+    """The spool could not be read or written; it can clear (a locked or busy database, a disk problem)."""
+
+    default_reply = Replies.LOCAL_ERROR
+
+
+class SpoolFullError(SpoolError):
+    """The spool's disk is full: new mail waits with its sender until there is room."""
+
+    default_reply = Replies.NO_ROOM
+
+
 class DeliveryError(GatewayError):
-    """A mail (or one of its recipients) could not become a contact."""
+    """A mail (or one of its recipients) could not become a contact.
+
+    ``service`` (``connect``, ``s3``) and ``code`` (AWS's error code, or the kind of fault) say what went
+    wrong without personal data; ``message`` is the whole text, which may echo request values.
+    """
+
+    def __init__(
+        self, message: str, reply: Reply | None = None, *, service: str = "", code: str = ""
+    ) -> None:
+        super().__init__(message, reply)
+        self.message = message
+        self.service = service
+        self.code = code
+
+    @property
+    def summary(self) -> str:
+        """``connect: InvalidRequestException``: what the log may say of it without personal data."""
+        return ": ".join(part for part in (self.service, self.code) if part) or type(self).__name__
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.service, self.code, self.message) if part)
 
 
 class TransientError(DeliveryError):
@@ -93,8 +132,8 @@ class PermanentError(DeliveryError):
 class AttachmentsRefusedError(PermanentError):
     """Connect refused the attachments themselves (size, type, count); ``reason`` is its Reason code."""
 
-    def __init__(self, detail: str, reason: str) -> None:
-        super().__init__(detail)
+    def __init__(self, message: str, reason: str, *, service: str = "", code: str = "") -> None:
+        super().__init__(message, service=service, code=code)
         self.reason = reason
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +20,59 @@ __all__ = [
     "AccessSettings",
     "AttachmentSettings",
     "AuthSettings",
+    "AutomaticPolicy",
     "AutomaticSettings",
     "AwsSettings",
+    "Body",
     "ContentPolicy",
     "HttpSettings",
     "LimitSettings",
+    "LogFormat",
     "LogSettings",
     "MessageSettings",
     "Network",
+    "QueueMode",
     "QueueSettings",
     "RouteSettings",
     "Settings",
     "SmtpSettings",
+    "StoreOriginal",
     "TlsSettings",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # what SES inbound accepts, headers included
+
+
+class QueueMode(StrEnum):
+    SPOOL = "spool"  # stored durably, 250, delivered by workers
+    SYNC = "sync"  # the SMTP reply waits for Connect
+
+
+class AutomaticPolicy(StrEnum):
+    """What happens to auto-replies, bounces and list mail."""
+
+    FORWARD = "forward"  # delivered, marked with the gateway_automatic attribute
+    REFUSE = "refuse"  # 550 5.7.1
+    DROP = "drop"  # kept in the spool as parked, never delivered by itself
+
+
+class StoreOriginal(StrEnum):
+    WHEN_NEEDED = "when-needed"  # when something is left out of the contact
+    ALWAYS = "always"
+
+
+class Body(StrEnum):
+    """Which body a contact shows when the mail has both."""
+
+    HTML = "html"
+    TEXT = "text"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
 # Amazon Connect accepts these attachment types by default; administrators can allow more.
 CONNECT_DEFAULT_FILE_TYPES = (
     ".csv", ".doc", ".docx", ".heic", ".jfif", ".jpeg", ".jpg", ".mov", ".mp4", ".pdf", ".png", ".ppt",
@@ -46,7 +84,7 @@ EVERYWHERE: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.
 
 @dataclass(frozen=True)
 class ContentPolicy:
-    prefer_body: str = "html"  # or "text"
+    prefer_body: Body = Body.HTML
     allowed_file_types: frozenset[str] | None = frozenset(CONNECT_DEFAULT_FILE_TYPES)  # None: any type
     max_file_size: int = 20_000_000
     max_total_size: int = 25_000_000  # body and attachments together
@@ -100,7 +138,7 @@ class LimitSettings:
 class AutomaticSettings:
     """Auto-replies, bounces and list mail: "forward" (marked with an attribute), "refuse" or "drop"."""
 
-    policy: str = "forward"
+    policy: AutomaticPolicy = AutomaticPolicy.FORWARD
 
 
 @dataclass(frozen=True)
@@ -128,12 +166,12 @@ class AttachmentSettings:
     allowed_file_types: tuple[str, ...] | None = CONNECT_DEFAULT_FILE_TYPES  # None: every type ("*")
     max_file_size: int = 20_000_000
     max_total_size: int = 25_000_000
-    store_original: str = "when-needed"  # or "always"
+    store_original: StoreOriginal = StoreOriginal.WHEN_NEEDED
 
 
 @dataclass(frozen=True)
 class LogSettings:
-    format: str = "json"  # or "text"
+    format: LogFormat = LogFormat.JSON
     level: str = "info"
     personal_data: bool = False  # subjects and addresses in the per-mail line
 
@@ -147,7 +185,7 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class MessageSettings:
-    prefer_body: str = "html"  # or "text": which body the contact shows when the mail has both
+    prefer_body: Body = Body.HTML  # which body the contact shows when the mail has both
 
 
 @dataclass(frozen=True)
@@ -172,7 +210,7 @@ class QueueSettings:
     """Between SMTP and Connect. ``spool``: stored durably, 250, delivered by workers; ``sync``: the SMTP
     reply waits for Connect (staging, where the reply should carry the ContactId)."""
 
-    mode: str = "spool"
+    mode: QueueMode = QueueMode.SPOOL
     path: Path = Path("/var/spool/mail-gateway")
     rate_per_second: float = 2.0  # Connect's default StartEmailContact quota per account and region
     burst: int = 5

@@ -158,6 +158,7 @@ def test_emulate_is_strict_when_told() -> None:
 
 def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
     from gateway.delivery.spool import Spool
+    from gateway.errors import PermanentError
     from gateway.mail import InMemoryContent, ReceivedMail, Target
     from gateway.settings import RouteSettings
 
@@ -173,9 +174,7 @@ def test_queue_commands_on_a_spool(tmp_path: Path) -> None:
         )
         for n in range(3)
     ]  # fmt: skip
-    spool.failed(
-        ids[0], 0, "connect: InvalidRequestException: no", "554 5.6.0 Amazon Connect refused this message"
-    )
+    spool.failed(ids[0], 0, PermanentError("no", service="connect", code="InvalidRequestException"))
     spool.bury(ids[0], "connect: InvalidRequestException: no")
     config = tmp_path / "gateway.toml"
     config.write_text(

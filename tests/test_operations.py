@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.errors import MisconfiguredError, PermanentError
 from gateway.frontdoor.smtp import SmtpServer
 from gateway.mail import ReceivedMail
 from gateway.message.automatic import LOOP_HEADER
@@ -220,11 +221,18 @@ def test_personal_data_only_when_the_operator_allows_it(
 
 
 def test_error_texts_leave_the_log_without_their_echoed_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    error = PermanentError(
+        "Value 'kunde@client.test' at 'fromEmailAddress' failed",
+        service="connect",
+        code="InvalidRequestException",
+    )
     detail = "connect: InvalidRequestException: Value 'kunde@client.test' at 'fromEmailAddress' failed"
-    assert mail_log.redacted(detail) == "connect: InvalidRequestException"
-    assert mail_log.redacted("s3: a presigned URL has 2100 characters") == "s3"
+    assert str(error) == detail
+    assert mail_log.loggable(str(error), error.summary) == "connect: InvalidRequestException"
+    too_long = MisconfiguredError("a presigned URL has 2100 characters", service="s3")
+    assert mail_log.loggable(str(too_long), too_long.summary) == "s3"
     monkeypatch.setattr(mail_log, "_personal_data", True)
-    assert mail_log.redacted(detail) == detail
+    assert mail_log.loggable(str(error), error.summary) == detail
 
 
 async def test_a_dead_letter_is_logged_by_its_error_class_and_kept_whole_in_the_spool(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from dataclasses import replace
+import time
+from dataclasses import asdict, replace
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import pytest
 
 from gateway.delivery.queue import LocalQueue
-from gateway.delivery.spool import Spool
+from gateway.delivery.spool import SCHEMA_VERSION, Spool
+from gateway.errors import SpoolFullError
 from gateway.frontdoor.smtp import SmtpServer
+from gateway.replies import Replies
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
-from gateway.settings import Settings
+from gateway.settings import RouteSettings, Settings
 
 from .helpers import (
     CREDENTIALS,
@@ -32,6 +35,48 @@ from .helpers import (
     spool_settings,
     wait_until,
 )
+
+# The spool schema as version 0.1 wrote it, word for word.
+SCHEMA_0_1 = """
+CREATE TABLE IF NOT EXISTS mail (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    sender TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    message_id TEXT,
+    size INTEGER NOT NULL,
+    raw BLOB,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    notice TEXT
+);
+CREATE INDEX IF NOT EXISTS mail_due ON mail (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS target (
+    mail_id TEXT NOT NULL REFERENCES mail (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    route TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    tag TEXT,
+    recipients TEXT NOT NULL,
+    request TEXT,
+    built_at REAL,
+    contact_id TEXT,
+    state TEXT NOT NULL,
+    error TEXT,
+    reply TEXT,
+    PRIMARY KEY (mail_id, position)
+);
+CREATE TABLE IF NOT EXISTS thread (
+    instance_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (instance_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS thread_age ON thread (created_at);
+"""
 
 
 @pytest.fixture
@@ -222,8 +267,8 @@ SPOOL_WRITES = frozenset(
 
 
 class FullDisk:
-    """The spool's disk as SQLite sees it when full: while ``full`` is set, every write raises SQLite's own
-    error, at the spool's one door to its thread."""
+    """The spool's disk when full: while ``full`` is set, every write raises what the spool raises then,
+    at the spool's one door to its thread."""
 
     def __init__(self) -> None:
         self.full = False
@@ -238,7 +283,7 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> FullDisk:
     async def call(queue: LocalQueue, method: Any, *args: Any, **kwargs: Any) -> Any:
         if disk.full and method.__name__ in SPOOL_WRITES:
             disk.refused += 1
-            raise sqlite3.OperationalError("database or disk is full")
+            raise SpoolFullError("the spool's disk is full: database or disk is full")
         return await real(queue, method, *args, **kwargs)
 
     monkeypatch.setattr(LocalQueue, "_call", call)
@@ -261,3 +306,39 @@ async def test_workers_survive_a_full_disk_and_deliver_once_it_clears(
         await put_faults(emulator, error_rate=0.0)
         await wait_until(lambda: len(contacts(emulator)) == 3, seconds=20)
         assert gateway.metrics.worker_errors._value.get() > 0
+
+
+async def test_a_spool_written_by_version_0_1_opens_and_delivers(
+    spooled: Settings, emulator: EmulatorServer, smarthost: tuple[SmtpServer, RecordingSink]
+) -> None:
+    """0.1's spool had no schema version and kept a refused target's reply as one string: opened by this
+    version it is migrated, its queued mail delivered, its dead mail's notification readable."""
+    path = spooled.queue.path
+    path.mkdir(parents=True)
+    with sqlite3.connect(path / "spool.sqlite3") as db:
+        db.executescript(SCHEMA_0_1)
+        route = json.dumps(asdict(RouteSettings(match="support@example.com", instance_id="instance-1")))
+        for queue_id, state in (("q-queued", "queued"), ("q-dead", "dead")):
+            raw = mail(f"<{queue_id}@client.test>")
+            db.execute(
+                "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (queue_id, time.time(), "customer@client.test", '["support@example.com"]', None, len(raw),
+                 raw, state, 0.0),
+            )  # fmt: skip
+            db.execute(
+                "INSERT INTO target (mail_id, position, route, destination, tag, recipients, state, error,"
+                " reply) VALUES (?, 0, ?, 'support@example.com', NULL, '[\"support@example.com\"]', ?, ?, ?)",
+                (queue_id, route, "failed" if state == "dead" else "pending",
+                 "connect: InvalidRequestException: no" if state == "dead" else None,
+                 "554 5.6.0 Amazon Connect refused this message" if state == "dead" else None),
+            )  # fmt: skip
+    async with Gateway(spooled, CREDENTIALS):
+        await wait_until(lambda: len(contacts(emulator)) == 1)
+    spool = Spool(path, create=False)
+    delivered, dead = spool.get("q-queued"), spool.get("q-dead")
+    assert delivered is not None and delivered.state == "done"
+    assert dead is not None and dead.targets[0].reply == Replies.REFUSED_BY_CONNECT
+    assert dead.targets[0].error == "connect: InvalidRequestException: no"
+    with sqlite3.connect(path / "spool.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

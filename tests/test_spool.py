@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.delivery.spool import THREAD_DAYS, Spool, SpoolBusyError
+from gateway.errors import PermanentError
 from gateway.mail import InMemoryContent, ReceivedMail, Target
 from gateway.settings import RouteSettings
 
@@ -89,9 +90,7 @@ def test_dead_letters_are_retried_with_their_failed_targets_rebuilt(spool: Spool
     queue_id = spool.put(received())
     spool.save_request(queue_id, 0, {"ClientToken": "t"}, 1.0)
     spool.delivered(queue_id, 1, "contact-2", [])
-    spool.failed(
-        queue_id, 0, "connect: InvalidRequestException: ...", "554 5.6.0 Amazon Connect refused this message"
-    )
+    spool.failed(queue_id, 0, PermanentError("...", service="connect", code="InvalidRequestException"))
     spool.bury(queue_id, "refused")
     assert spool.counts()["dead"] == 1
     assert spool.retry_dead() == [queue_id]

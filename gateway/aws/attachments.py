@@ -125,8 +125,10 @@ class S3AttachmentStore:
             )
         if len(url) > contract.limits().s3_url_chars:
             raise MisconfiguredError(
-                f"s3: a presigned URL has {len(url)} characters, more than Connect accepts; "
-                "shorten attachments.prefix or use credentials with a shorter session token"
+                f"a presigned URL has {len(url)} characters, more than Connect accepts; "
+                "shorten attachments.prefix or use credentials with a shorter session token",
+                service="s3",
+                code="PresignedUrlTooLong",
             )
         return url
 

@@ -85,34 +85,38 @@ def translated(service: str) -> Iterator[None]:
 def translate(error: BaseException, service: str) -> DeliveryError:
     if isinstance(error, ClientError):
         return _client_error(error, service)
+    kind = type(error).__name__
     if isinstance(error, NoCredentialsError | PartialCredentialsError | NoRegionError):
-        return MisconfiguredError(f"{service}: {error}")
+        return MisconfiguredError(str(error), service=service, code=kind)
     if isinstance(error, ParamValidationError):
-        return PermanentError(f"{service}: request refused by botocore: {error}")
+        return PermanentError(f"request refused by botocore: {error}", service=service, code=kind)
     if isinstance(
         error, ConnectionError | HTTPClientError | aiohttp.ClientError | asyncio.TimeoutError | OSError
     ):
-        return UnavailableError(f"{service}: {type(error).__name__}: {error}")
-    return UnavailableError(f"{service}: unexpected {type(error).__name__}: {error}")
+        return UnavailableError(str(error), service=service, code=kind)
+    return UnavailableError(f"unexpected: {error}", service=service, code=kind)
 
 
 def _client_error(error: ClientError, service: str) -> DeliveryError:
     details: Any = error.response.get("Error", {})
     code = str(details.get("Code", ""))
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    detail = f"{service}: {code or status}: {details.get('Message', '')}".rstrip(": ")
+    name = code or str(status)
+    message = str(details.get("Message", ""))
     reason = _attachment_reason(error.response.get("Reason"))
     if code == "IdempotencyException":
-        return DuplicateRequestError(detail)
+        return DuplicateRequestError(message, service=service, code=name)
     if reason:
-        return AttachmentsRefusedError(detail, reason)
+        return AttachmentsRefusedError(message, reason, service=service, code=name)
     if code in _THROTTLING or status == 429:
-        return ThrottledError(detail)
+        return ThrottledError(message, service=service, code=name)
     if code in _CONFIGURATION or status in (401, 403, 404):
-        return MisconfiguredError(detail)
+        return MisconfiguredError(message, service=service, code=name)
     if status >= 500 or status == 402 or status == 0:
-        return UnavailableError(detail)  # 402: a quota (concurrent active emails) that clears later
-    return PermanentError(detail)
+        return UnavailableError(
+            message, service=service, code=name
+        )  # 402: a quota (concurrent active emails) that clears later
+    return PermanentError(message, service=service, code=name)
 
 
 def _attachment_reason(reason: object) -> str | None:

@@ -7,20 +7,20 @@ that is a delivery, reported as :class:`~gateway.errors.DuplicateRequestError` f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.aws.boundary import translated
 from gateway.observe.metrics import Metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect import ConnectClient
+    from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
 
 __all__ = ["ConnectContacts", "ContactStarter"]
 
 
 class ContactStarter(Protocol):
-    async def start(self, request: Mapping[str, Any]) -> str:
+    async def start(self, request: StartEmailContactRequestTypeDef) -> str:
         """Create the contact and return its ContactId; raises :class:`~gateway.errors.DeliveryError`."""
         ...
 
@@ -30,7 +30,7 @@ class ConnectContacts:
         self._client = client
         self._metrics = metrics or Metrics()
 
-    async def start(self, request: Mapping[str, Any]) -> str:
+    async def start(self, request: StartEmailContactRequestTypeDef) -> str:
         with self._metrics.aws_call("connect"), translated("connect"):
             response = await self._client.start_email_contact(**request)
         return response["ContactId"]

@@ -158,6 +158,6 @@ def parse_limits(table: Table, max_message_size: int, memory: int) -> LimitSetti
 
 
 def parse_automatic(table: Table) -> AutomaticSettings:
-    policy = table.choice("policy", AutomaticSettings.policy, ("forward", "refuse", "drop"))
+    policy = table.choice("policy", AutomaticSettings.policy)
     table.done()
     return AutomaticSettings(policy=policy)

@@ -176,7 +176,7 @@ def _attachments(table: Table) -> AttachmentSettings:
     if kms_key_id and sse != "aws:kms":
         raise table.error("kms_key_id", 'is only used with sse = "aws:kms"')
     defaults = AttachmentSettings(bucket or "")
-    store_original = table.choice("store_original", defaults.store_original, ("when-needed", "always"))
+    store_original = table.choice("store_original", defaults.store_original)
     settings = AttachmentSettings(
         bucket=bucket or "",
         prefix=prefix,
@@ -202,7 +202,7 @@ def _file_types(value: Any) -> tuple[str, ...] | None:
 
 
 def _log(table: Table) -> LogSettings:
-    style = table.choice("format", LogSettings.format, ("json", "text"))
+    style = table.choice("format", LogSettings.format)
     level = table.check(
         "level",
         table.get("level", str, LogSettings.level).lower(),
@@ -222,14 +222,14 @@ def _http(table: Table) -> HttpSettings:
 
 
 def _message(table: Table) -> MessageSettings:
-    prefer = table.choice("prefer_body", MessageSettings.prefer_body, ("html", "text"))
+    prefer = table.choice("prefer_body", MessageSettings.prefer_body)
     table.done()
     return MessageSettings(prefer_body=prefer)
 
 
 def _queue(table: Table) -> QueueSettings:
     defaults = QueueSettings()
-    mode = table.choice("mode", defaults.mode, ("spool", "sync"))
+    mode = table.choice("mode", defaults.mode)
     path = Path(table.get("path", str, str(defaults.path)))
     rate = table.check(
         "rate_per_second", table.get("rate_per_second", float, defaults.rate_per_second), _positive

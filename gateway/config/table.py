@@ -7,7 +7,8 @@ number), sizes (``"512MiB"``, or bytes as a number) and ``host:port`` pairs; eac
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
@@ -15,6 +16,7 @@ from gateway.errors import ConfigError
 __all__ = ["Table", "parse_duration", "parse_size", "split_host_port"]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {
@@ -102,13 +104,14 @@ class Table:
         except ValueError as error:
             raise self.error(key, str(error)) from None
 
-    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
-        """One of a few words; the error lists them all (``must be "spool" or "sync"``)."""
-        value = self.get(key, str, default)
-        if value not in choices:
-            quoted = [f'"{choice}"' for choice in choices]
+    def choice(self, key: str, default: E) -> E:
+        """One of the words of ``default``'s enum; the error lists them (``must be "spool" or "sync"``)."""
+        kind = type(default)
+        value = self.get(key, str, default.value)
+        if value not in kind._value2member_map_:
+            quoted = [f'"{choice.value}"' for choice in kind]
             raise self.error(key, f"must be {', '.join(quoted[:-1])} or {quoted[-1]}")
-        return value
+        return kind(value)
 
     def duration(self, key: str, default: float) -> float:
         return self.converted(key, parse_duration, default)

@@ -9,15 +9,25 @@ the mail (the sending MTA, the spool, an operator) can never create a second con
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.contact import contract
 from gateway.contact.fitting import FittedMail, clean_line
 from gateway.contact.routing import TAG_ATTRIBUTE
 from gateway.mail import Target
-from gateway.message.automatic import AUTOMATIC_ATTRIBUTE, classify
+from gateway.message.automatic import AUTOMATIC_ATTRIBUTE, Automatic, classify
+
+if TYPE_CHECKING:
+    from types_aiobotocore_connect.literals import EmailHeaderTypeType
+    from types_aiobotocore_connect.type_defs import (
+        EmailAddressInfoTypeDef,
+        InboundAdditionalRecipientsTypeDef,
+        InboundRawMessageTypeDef,
+        ReferenceTypeDef,
+        StartEmailContactRequestTypeDef,
+    )
 from gateway.message.mime import Mailbox, ParsedMail
 
 __all__ = [
@@ -71,14 +81,14 @@ def build_request(
     related_contact_id: str | None = None,
     original: str | None = None,
     variant: str = "",
-) -> dict[str, Any]:
+) -> StartEmailContactRequestTypeDef:
     """The request for one target.
 
     ``files`` are the fitted attachments with their URLs; ``related_contact_id`` is the thread's contact
     when one is known; ``original`` locates the stored original message (linked from the contact)."""
     mail = fitted.mail
     route = target.route
-    raw_message: dict[str, Any] = {
+    raw_message: InboundRawMessageTypeDef = {
         "Subject": fitted.subject,
         "Body": fitted.body,
         "ContentType": fitted.content_type,
@@ -86,7 +96,7 @@ def build_request(
     headers = _headers(mail)
     if headers:
         raw_message["Headers"] = headers
-    request: dict[str, Any] = {
+    request: StartEmailContactRequestTypeDef = {
         "InstanceId": route.instance_id,
         "FromEmailAddress": _sender(mail, envelope_sender, route.sender_from_reply_to),
         "DestinationEmailAddress": target.destination,
@@ -100,26 +110,34 @@ def build_request(
         request["Attachments"] = [{"FileName": f.filename, "S3Url": f.url} for f in files]
     attributes = dict(route.attributes)
     automatic = classify(mail.headers, envelope_sender)
-    if automatic != "no":
-        attributes[AUTOMATIC_ATTRIBUTE] = automatic
+    if automatic is not Automatic.NO:
+        attributes[AUTOMATIC_ATTRIBUTE] = automatic.value
     if target.tag:
         attributes[TAG_ATTRIBUTE] = target.tag
-    optional = {
-        "ContactFlowId": route.contact_flow_id,
-        "Attributes": attributes,
-        "SegmentAttributes": dict(route.segment_attributes),
-        "References": _references(route.references, original, fitted.omissions),
-        "Name": route.name,
-        "Description": route.description,
-        "RelatedContactId": _related_contact(mail, route.related_contact_header) or related_contact_id,
-    }
-    request.update({key: value for key, value in optional.items() if value})
+    if route.contact_flow_id:
+        request["ContactFlowId"] = route.contact_flow_id
+    if attributes:
+        request["Attributes"] = attributes
+    if route.segment_attributes:
+        request["SegmentAttributes"] = dict(route.segment_attributes)
+    references = _references(route.references, original, fitted.omissions)
+    if references:
+        request["References"] = references
+    if route.name:
+        request["Name"] = route.name
+    if route.description:
+        request["Description"] = route.description
+    related = _related_contact(mail, route.related_contact_header) or related_contact_id
+    if related:
+        request["RelatedContactId"] = related
     return request
 
 
-def _references(static: Any, original: str | None, omissions: Sequence[str]) -> dict[str, Any]:
+def _references(
+    static: Mapping[str, Any], original: str | None, omissions: Sequence[str]
+) -> dict[str, ReferenceTypeDef]:
     """The route's references, then the original's locator and what was left out, within 4,096 bytes."""
-    references = dict(static)
+    references: dict[str, ReferenceTypeDef] = dict(static)
     if original is None:
         return references
     references[ORIGINAL_REFERENCE] = {"Type": "URL", "Value": original}
@@ -154,15 +172,15 @@ def _fits_address(address: str) -> bool:
     return len(address) <= limits.address_chars and contract.matches(limits.address_pattern, address)
 
 
-def _mailbox(mailbox: Mailbox) -> dict[str, str]:
-    info = {"EmailAddress": mailbox.address}
+def _mailbox(mailbox: Mailbox) -> EmailAddressInfoTypeDef:
+    info: EmailAddressInfoTypeDef = {"EmailAddress": mailbox.address}
     name = clean_line(mailbox.display_name)[: contract.limits().display_name_chars]
     if name:
         info["DisplayName"] = name
     return info
 
 
-def _sender(mail: ParsedMail, envelope_sender: str | None, from_reply_to: bool) -> dict[str, str]:
+def _sender(mail: ParsedMail, envelope_sender: str | None, from_reply_to: bool) -> EmailAddressInfoTypeDef:
     """The customer: Reply-To when the route says so (web forms send from noreply@), else From; else the
     envelope sender; else a documented placeholder (Connect needs one)."""
     candidates = [*mail.reply_to[:1]] if from_reply_to else []
@@ -176,9 +194,9 @@ def _sender(mail: ParsedMail, envelope_sender: str | None, from_reply_to: bool) 
     return {"EmailAddress": FALLBACK_SENDER}
 
 
-def _headers(mail: ParsedMail) -> dict[str, str]:
+def _headers(mail: ParsedMail) -> dict[EmailHeaderTypeType, str]:
     limit = contract.limits().header_value_chars
-    headers: dict[str, str] = {}
+    headers: dict[EmailHeaderTypeType, str] = {}
     if mail.message_id and len(mail.message_id) <= limit:
         headers["MESSAGE_ID"] = mail.message_id
     if mail.in_reply_to and len(mail.in_reply_to) <= limit:
@@ -201,21 +219,25 @@ def _most_recent(ids: Sequence[str], limit: int) -> str:
     return " ".join(reversed(kept))
 
 
-def _additional_recipients(mail: ParsedMail, destination: str) -> dict[str, list[dict[str, str]]]:
+def _additional_recipients(mail: ParsedMail, destination: str) -> InboundAdditionalRecipientsTypeDef:
     """To and Cc except the destination (never Bcc), each address once, within Connect's counts."""
     limits = contract.limits()
     seen = {destination.casefold()}
     room = limits.additional_recipients
-    result: dict[str, list[dict[str, str]]] = {}
-    for key, mailboxes in (("ToAddresses", mail.to), ("CcAddresses", mail.cc)):
-        chosen: list[dict[str, str]] = []
+    lists: list[list[EmailAddressInfoTypeDef]] = []
+    for mailboxes in (mail.to, mail.cc):
+        chosen: list[EmailAddressInfoTypeDef] = []
         for mailbox in _unique(mailboxes, seen):
             if room == 0 or len(chosen) == limits.recipients_per_list:
                 break
             chosen.append(_mailbox(mailbox))
             room -= 1
-        if chosen:
-            result[key] = chosen
+        lists.append(chosen)
+    result: InboundAdditionalRecipientsTypeDef = {}
+    if lists[0]:
+        result["ToAddresses"] = lists[0]
+    if lists[1]:
+        result["CcAddresses"] = lists[1]
     return result
 
 

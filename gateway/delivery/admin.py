@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gateway.delivery.spool import STATES, QueuedMail, Spool, SpoolBusyError
+from gateway.delivery.spool import STATES, MailState, QueuedMail, Spool, SpoolBusyError
 
 __all__ = ["run_queue_command"]
 
@@ -29,7 +29,7 @@ def _age(timestamp: float, now: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def counts_line(counts: dict[str, int]) -> str:
+def counts_line(counts: dict[MailState, int]) -> str:
     return "  ".join(f"{state} {counts[state]}" for state in STATES)
 
 

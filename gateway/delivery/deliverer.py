@@ -1,4 +1,12 @@
-"""One mail's delivery: parse, upload its attachments once, then one contact per target.
+"""The one delivery path: a mail's targets into contacts, whatever the mode.
+
+For each target still to deliver: its request (the one stored by an earlier attempt, resent unchanged so
+that Connect's idempotency answers with the same ContactId, or one built now, the attachments and, when
+something is left out, the original uploaded once for the whole mail), then ``StartEmailContact``; when
+Connect refuses the attachments themselves, the contact once more without them, naming them and linking
+the original. Sync mode and the spool's workers both deliver through :meth:`Deliverer.deliver`; they
+differ only in how they pace the calls (a :class:`Pacer`), where a built request is kept (``save``), and
+what they make of the outcomes.
 
 Talks to the outside world only through the :class:`~gateway.aws.attachments.AttachmentStore` and
 :class:`~gateway.aws.connect.ContactStarter` protocols; every failure arrives here already translated into
@@ -9,41 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.aws.attachments import AttachmentStore, attachment_key, original_key
 from gateway.aws.connect import ContactStarter
 from gateway.contact.fitting import FittedMail, fit_mail
 from gateway.contact.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
-from gateway.delivery.queue import MailQueue, park_in
-from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError
-from gateway.mail import ReceivedMail, Target
+from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError, ThrottledError
+from gateway.mail import Target
 from gateway.message.mime import parse_mail
-from gateway.observe.mail_log import log_received
 from gateway.observe.metrics import Metrics
-from gateway.replies import EARLIER_CONTACT, Replies, Reply
-from gateway.settings import AttachmentSettings, ContentPolicy
+from gateway.settings import AttachmentSettings, ContentPolicy, StoreOriginal
 
-__all__ = ["DeliverNow", "Deliverer", "Outcome", "Prepared", "summary_reply", "unique_targets"]
+if TYPE_CHECKING:
+    from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
+
+__all__ = ["UNPACED", "Deliverer", "Outcome", "Pacer", "Pending", "unique_targets"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one target: a contact, a contact made by an earlier attempt, or an error."""
-
-    target: Target
-    contact_id: str | None = None
-    duplicate: bool = False
-    error: DeliveryError | None = None
-
-    @property
-    def delivered(self) -> bool:
-        return self.error is None
 
 
 def unique_targets(targets: Iterable[Target]) -> list[Target]:
@@ -55,14 +48,58 @@ def unique_targets(targets: Iterable[Target]) -> list[Target]:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A target and the request built for it, ready to be sent (and stored, to be resent unchanged)."""
+class Pending:
+    """A target still to deliver; ``request`` is the one an earlier attempt stored (None: build it now).
+    ``position`` is the caller's name for it (the spool's)."""
 
     target: Target
-    request: dict[str, Any]
+    request: StartEmailContactRequestTypeDef | None = None
+    position: int = 0
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one target: a contact, a contact made by an earlier attempt, or an error."""
+
+    pending: Pending
+    contact_id: str | None = None
+    duplicate: bool = False
+    error: DeliveryError | None = None
+
+    @property
+    def target(self) -> Target:
+        return self.pending.target
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None
+
+
+class Pacer(Protocol):
+    """How fast contacts may be started: the spool's governor, or no pacing at all (sync mode, where the
+    sending MTA waits and paces itself)."""
+
+    async def acquire(self) -> None: ...
+
+    def throttled(self) -> None: ...
+
+
+class _Unpaced:
+    async def acquire(self) -> None:
+        return None
+
+    def throttled(self) -> None:
+        return None
+
+
+UNPACED: Pacer = _Unpaced()
+
+SaveRequest = Callable[[Pending, "StartEmailContactRequestTypeDef"], Awaitable[None]]
 RelatedLookup = Callable[[Target], Awaitable[str | None]]
+
+
+async def _keep_nothing(pending: Pending, request: StartEmailContactRequestTypeDef) -> None:
+    return None
 
 
 class Deliverer:
@@ -86,79 +123,107 @@ class Deliverer:
         return fit_mail(parse_mail(raw), self._policy)
 
     async def deliver(
-        self, raw: bytes, targets: Sequence[Target], envelope_sender: str = ""
-    ) -> list[Outcome]:
-        """Everything at once, for the ``sync`` mode: upload, build and start each contact."""
-        fitted = self.fit(raw)
-        chosen = unique_targets(targets)
-        try:
-            prepared = await self.prepare(raw, fitted, chosen, envelope_sender)
-        except DeliveryError as error:
-            return [Outcome(target, error=error) for target in chosen]
-        outcomes = []
-        for item in prepared:
-            outcome = await self.start(item.target, item.request)
+        self,
+        raw: bytes,
+        fitted: FittedMail,
+        sender: str,
+        pending: Sequence[Pending],
+        *,
+        pacer: Pacer = UNPACED,
+        save: SaveRequest = _keep_nothing,
+        related: RelatedLookup | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Each pending target's outcome, in order. After a transient error the rest waits too (the same
+        fault would meet them): the outcomes end there."""
+        files = _MailFiles(self, raw, fitted)
+        for item in pending:
+            request = item.request
+            if request is None:
+                try:
+                    request = await self._build(raw, fitted, item.target, sender, files, related)
+                except DeliveryError as error:
+                    yield Outcome(item, error=error)
+                    if error.transient:
+                        return
+                    continue
+                await save(item, request)
+            outcome = await self._start(item, request, pacer)
             if isinstance(outcome.error, AttachmentsRefusedError):
-                outcome = await self._retry_without_attachments(
-                    raw, fitted, item, envelope_sender, outcome.error
+                outcome = await self._without_attachments(
+                    raw, fitted, item, request, sender, outcome.error, pacer, save
                 )
-            outcomes.append(outcome)
-        return outcomes
+            yield outcome
+            if outcome.error is not None and outcome.error.transient:
+                return
 
-    async def _retry_without_attachments(
-        self, raw: bytes, fitted: FittedMail, item: Prepared, sender: str, refusal: AttachmentsRefusedError
-    ) -> Outcome:
-        try:
-            request = await self.without_attachments(raw, fitted, item, sender, refusal)
-        except DeliveryError as error:
-            return Outcome(item.target, error=error)
-        return await self.start(item.target, request)
-
-    async def prepare(
+    async def build(
         self,
         raw: bytes,
         fitted: FittedMail,
         targets: Sequence[Target],
-        envelope_sender: str,
+        sender: str,
         related: RelatedLookup | None = None,
-    ) -> list[Prepared]:
-        """Upload the attachments (and the original, when needed) once, then one request per target."""
-        files = await self._upload(raw, fitted)
-        original = await self._keep_original(raw, fitted)
-        prepared = []
-        for target in targets:
-            related_id = await related(target) if related else None
-            request = build_request(fitted, target, raw, files, envelope_sender, related_id, original)
-            prepared.append(Prepared(target, request))
-        return prepared
+    ) -> list[StartEmailContactRequestTypeDef]:
+        """The requests the targets would get, with their attachments uploaded (``parse`` and tests)."""
+        files = _MailFiles(self, raw, fitted)
+        return [await self._build(raw, fitted, target, sender, files, related) for target in targets]
 
-    async def without_attachments(
-        self, raw: bytes, fitted: FittedMail, item: Prepared, sender: str, refusal: AttachmentsRefusedError
-    ) -> dict[str, Any]:
-        """The request once more, without the attachments Connect refused, naming them and linking the
+    async def _build(
+        self,
+        raw: bytes,
+        fitted: FittedMail,
+        target: Target,
+        sender: str,
+        files: _MailFiles,
+        related: RelatedLookup | None,
+    ) -> StartEmailContactRequestTypeDef:
+        stored, original = await files.uploaded()
+        related_id = await related(target) if related else None
+        return build_request(fitted, target, raw, stored, sender, related_id, original)
+
+    async def _without_attachments(
+        self,
+        raw: bytes,
+        fitted: FittedMail,
+        item: Pending,
+        request: StartEmailContactRequestTypeDef,
+        sender: str,
+        refusal: AttachmentsRefusedError,
+        pacer: Pacer,
+        save: SaveRequest,
+    ) -> Outcome:
+        """Connect refused the files themselves: the contact goes without them, naming them and linking the
         original; its own ClientToken keeps this one idempotent too."""
         log.warning("Connect refused the attachments (%s); delivering without them", refusal.reason)
         stripped = fitted.without_attachments(f"Amazon Connect refused the attachments: {refusal.reason}")
-        original = await self._keep_original(raw, stripped)
-        related_id = item.request.get("RelatedContactId")
-        return build_request(
+        try:
+            original = await self._keep_original(raw, stripped)
+        except DeliveryError as error:
+            return Outcome(item, error=error)
+        related_id = request.get("RelatedContactId")
+        bare = build_request(
             stripped, item.target, raw, (), sender, related_id, original, WITHOUT_ATTACHMENTS
         )
+        await save(item, bare)
+        return await self._start(item, bare, pacer)
 
-    async def start(self, target: Target, request: dict[str, Any]) -> Outcome:
-        """One StartEmailContact call; never raises a DeliveryError, reports it."""
+    async def _start(self, item: Pending, request: StartEmailContactRequestTypeDef, pacer: Pacer) -> Outcome:
+        """One StartEmailContact call, paced; never raises a DeliveryError, reports it."""
+        await pacer.acquire()
         try:
             contact_id = await self._contacts.start(request)
         except DuplicateRequestError:
-            return Outcome(target, duplicate=True)
+            return Outcome(item, duplicate=True)
         except DeliveryError as error:
-            return Outcome(target, error=error)
+            if isinstance(error, ThrottledError):
+                pacer.throttled()
+            return Outcome(item, error=error)
         self.metrics.contacts.inc()
-        return Outcome(target, contact_id=contact_id)
+        return Outcome(item, contact_id=contact_id)
 
     async def _keep_original(self, raw: bytes, fitted: FittedMail) -> str | None:
         """The original message in S3 whenever the contact leaves something out (or always, if asked)."""
-        if not fitted.omissions and self._settings.store_original != "always":
+        if not fitted.omissions and self._settings.store_original != StoreOriginal.ALWAYS:
             return None
         return await self._store.keep(
             original_key(self._settings.prefix, mail_digest(raw)), raw, "message/rfc822"
@@ -191,60 +256,18 @@ class Deliverer:
         return [StoredFile(name, task.result()) for name, task in zip(fitted.names, tasks, strict=True)]
 
 
-def summary_reply(outcomes: Sequence[Outcome]) -> Reply:
-    """The one SMTP reply for a mail delivered while the client waits (sync mode).
+class _MailFiles:
+    """A mail's attachments and original in S3: uploaded when the first request needs them, once."""
 
-    Any transient failure: 4xx, and the client's retry is idempotent. All failed for good: the first
-    permanent reply. Otherwise 250 naming the contacts.
-    """
-    transient = [o.error for o in outcomes if o.error is not None and o.error.transient]
-    if transient:
-        return transient[0].reply
-    delivered = [o for o in outcomes if o.delivered]
-    if not delivered:
-        failed = [o.error for o in outcomes if o.error is not None]
-        return failed[0].reply if failed else Replies.LOCAL_ERROR
-    contacts = ", ".join(o.contact_id or EARLIER_CONTACT for o in delivered)
-    refused = len(outcomes) - len(delivered)
-    if refused:
-        return Replies.PARTLY_DELIVERED.format(contacts=contacts, refused=refused)
-    return Replies.DELIVERED.format(contacts=contacts)
-
-
-class DeliverNow:
-    """The ``sync`` sink: deliver while the SMTP client waits, and answer with the outcome.
-
-    A 4xx answer makes the client retry later; the retry is idempotent thanks to the ClientToken.
-    """
-
-    def __init__(self, deliverer: Deliverer, parking: MailQueue | None = None) -> None:
+    def __init__(self, deliverer: Deliverer, raw: bytes, fitted: FittedMail) -> None:
         self._deliverer = deliverer
-        self._parking = parking
+        self._raw = raw
+        self._fitted = fitted
+        self._done: tuple[list[StoredFile], str | None] | None = None
 
-    def room_for(self, size: int) -> Reply | None:
-        return None  # nothing is stored
-
-    async def park(self, mail: ReceivedMail) -> Reply:
-        """Automatic mail under the ``drop`` policy: kept in the spool, never destroyed."""
-        if self._parking is None:  # the service opens the spool whenever the policy is "drop"
-            return Replies.LOCAL_ERROR
-        return await park_in(self._parking, mail)
-
-    async def accept(self, mail: ReceivedMail) -> Reply:
-        started = time.monotonic()
-        outcomes = await self._deliverer.deliver(mail.content.read(), mail.targets, mail.sender)
-        for outcome in outcomes:
-            if outcome.error is not None:
-                log.warning("delivery to %s failed: %s", outcome.target.route.instance_id, outcome.error)
-        reply = summary_reply(outcomes)
-        duration = time.monotonic() - started
-        if reply.code < 400:
-            self._deliverer.metrics.delivery.observe(duration)
-        log_received(
-            mail,
-            "delivered" if reply.code < 400 else ("deferred" if reply.transient else "refused"),
-            None if reply.code < 400 else reply.name,
-            contacts=[o.contact_id for o in outcomes if o.contact_id],
-            duration=duration,
-        )
-        return reply
+    async def uploaded(self) -> tuple[list[StoredFile], str | None]:
+        if self._done is None:
+            files = await self._deliverer._upload(self._raw, self._fitted)
+            original = await self._deliverer._keep_original(self._raw, self._fitted)
+            self._done = files, original
+        return self._done

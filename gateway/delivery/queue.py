@@ -3,8 +3,7 @@
 :class:`MailQueue` is the small interface the SMTP intake and the delivery workers use; :class:`LocalQueue`
 implements it over the SQLite :class:`~.spool.Spool`, in one thread of its own so that disk writes
 never stall the event loop. A shared queue for several gateways (raw mail in S3, work items in SQS) would
-be another implementation of the same interface. :class:`SpoolIntake` is the ``spool`` mode's
-:class:`~gateway.mail.MailSink`: the 250 goes out only once the mail is on disk.
+be another implementation of the same interface.
 """
 
 from __future__ import annotations
@@ -13,20 +12,21 @@ import asyncio
 import fcntl
 import logging
 import os
-import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from gateway.delivery.spool import QueuedMail, Spool
-from gateway.errors import ConfigError
+from gateway.delivery.spool import MailState, Notice, QueuedMail, Spool
+from gateway.errors import ConfigError, DeliveryError
 from gateway.mail import ReceivedMail
-from gateway.observe.mail_log import log_received
-from gateway.replies import Replies, Reply
+from gateway.replies import Reply
 
-__all__ = ["LocalQueue", "MailQueue", "SpoolIntake", "park_in"]
+if TYPE_CHECKING:
+    from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
+
+__all__ = ["LocalQueue", "MailQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,19 @@ class MailQueue(Protocol):
     async def get(self, mail_id: str) -> QueuedMail | None: ...
     async def next_due(self) -> float | None: ...
     async def save_request(
-        self, mail_id: str, position: int, request: dict[str, Any], built_at: float
+        self, mail_id: str, position: int, request: StartEmailContactRequestTypeDef, built_at: float
     ) -> None: ...
     async def delivered(
         self, mail_id: str, position: int, contact_id: str | None, thread_ids: Sequence[str]
     ) -> None: ...
-    async def failed(self, mail_id: str, position: int, error: str, reply: str) -> None: ...
+    async def failed(
+        self, mail_id: str, position: int, error: DeliveryError, reply: Reply | None = None
+    ) -> None: ...
     async def defer(self, mail_id: str, until: float, error: str, *, attempt: bool) -> None: ...
     async def release(self, mail_id: str) -> None: ...
     async def bury(self, mail_id: str, reason: str) -> None: ...
     async def finish(self, mail_id: str) -> None: ...
-    async def set_notice(self, mail_id: str, notice: str) -> None: ...
+    async def set_notice(self, mail_id: str, notice: Notice) -> None: ...
     async def awaiting_notice(self) -> list[str]: ...
     async def related_contact(self, instance_id: str, message_ids: Sequence[str]) -> str | None: ...
     async def purge(self) -> None: ...
@@ -122,7 +124,7 @@ class LocalQueue:
 
     async def park(self, mail: ReceivedMail) -> str:
         """Keep an automatic mail without delivering it; ``queue retry`` sends it on after all."""
-        return await self._call(Spool.put, mail, None, "parked")
+        return await self._call(Spool.put, mail, None, MailState.PARKED)
 
     async def claim(self) -> QueuedMail | None:
         return await self._call(Spool.claim)
@@ -134,7 +136,7 @@ class LocalQueue:
         return await self._call(Spool.next_due)
 
     async def save_request(
-        self, mail_id: str, position: int, request: dict[str, Any], built_at: float
+        self, mail_id: str, position: int, request: StartEmailContactRequestTypeDef, built_at: float
     ) -> None:
         await self._call(Spool.save_request, mail_id, position, request, built_at)
 
@@ -143,7 +145,9 @@ class LocalQueue:
     ) -> None:
         await self._call(Spool.delivered, mail_id, position, contact_id, thread_ids)
 
-    async def failed(self, mail_id: str, position: int, error: str, reply: str) -> None:
+    async def failed(
+        self, mail_id: str, position: int, error: DeliveryError, reply: Reply | None = None
+    ) -> None:
         await self._call(Spool.failed, mail_id, position, error, reply)
 
     async def defer(self, mail_id: str, until: float, error: str, *, attempt: bool) -> None:
@@ -158,7 +162,7 @@ class LocalQueue:
     async def finish(self, mail_id: str) -> None:
         await self._call(Spool.finish, mail_id)
 
-    async def set_notice(self, mail_id: str, notice: str) -> None:
+    async def set_notice(self, mail_id: str, notice: Notice) -> None:
         await self._call(Spool.set_notice, mail_id, notice)
 
     async def awaiting_notice(self) -> list[str]:
@@ -170,7 +174,7 @@ class LocalQueue:
     async def purge(self) -> None:
         await self._call(Spool.purge)
 
-    async def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[MailState, int]:
         return await self._call(Spool.counts)
 
     def writable(self) -> bool:
@@ -179,48 +183,3 @@ class LocalQueue:
     def free_bytes(self) -> int:
         assert self._spool is not None
         return self._spool.free_bytes()
-
-
-class SpoolIntake:
-    """``spool`` mode: write the mail durably, then answer 250 with its queue id."""
-
-    def __init__(self, queue: MailQueue, min_free_disk: int, on_queued: Callable[[], None]) -> None:
-        self._queue = queue
-        self._min_free_disk = min_free_disk
-        self._on_queued = on_queued
-
-    def room_for(self, size: int) -> Reply | None:
-        """Postfix's ``queue_minfree``: refuse new mail (4xx: it can clear) before the disk is full."""
-        if self._queue.free_bytes() < self._min_free_disk + size:
-            return Replies.NO_ROOM
-        return None
-
-    async def accept(self, mail: ReceivedMail) -> Reply:
-        """250 once the mail is on disk; the mail's log line comes when the workers are done with it."""
-        refusal = self.room_for(mail.content.size)
-        if refusal is None:
-            try:
-                # Shielded: a client that hangs up now must not leave the write half done.
-                queue_id = await asyncio.shield(self._queue.put(mail))
-            except sqlite3.OperationalError as error:
-                log.error("could not write to the spool: %s", error)
-                refusal = Replies.NO_ROOM if "full" in str(error) else Replies.LOCAL_ERROR
-        if refusal is not None:
-            log_received(mail, "deferred", refusal.name)
-            return refusal
-        self._on_queued()
-        return Replies.QUEUED.format(queue_id=queue_id)
-
-    async def park(self, mail: ReceivedMail) -> Reply:
-        return await park_in(self._queue, mail)
-
-
-async def park_in(queue: MailQueue, mail: ReceivedMail) -> Reply:
-    """The ``drop`` policy for automatic mail: kept in the spool as ``parked``, never destroyed."""
-    try:
-        queue_id = await asyncio.shield(queue.park(mail))
-    except sqlite3.OperationalError as error:
-        log.error("could not write to the spool: %s", error)
-        return Replies.LOCAL_ERROR
-    log.info("automatic mail from %s parked as %s", mail.peer, queue_id)
-    return Replies.PARKED.format(queue_id=queue_id)

@@ -12,34 +12,83 @@ Each target (one contact) keeps the request built for it, so a retry resends exa
 Connect's idempotency answers with the same ContactId. Safe to use beside a running gateway: the operator
 commands use their own connection and SQLite's locking; a mail being delivered cannot be deleted.
 The ``thread`` table remembers which Message-ID became which contact, for ``RelatedContactId``.
+
+The schema has a version (``PRAGMA user_version``); a spool written by an older gateway is brought up to
+date when it is opened, in one transaction per step (:data:`MIGRATIONS`). SQLite's errors become the
+gateway's own here, at the spool's boundary: :class:`~gateway.errors.SpoolFullError` for a full disk,
+:class:`~gateway.errors.SpoolError` for the rest.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
+from gateway.errors import DeliveryError, SpoolError, SpoolFullError
 from gateway.mail import ReceivedMail, Target
 from gateway.message.mime import header_message_id
+from gateway.replies import Reply
 from gateway.settings import RouteSettings
 
-__all__ = ["THREAD_DAYS", "QueuedMail", "QueuedTarget", "Spool", "SpoolBusyError"]
+if TYPE_CHECKING:
+    from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "THREAD_DAYS",
+    "MailState",
+    "Notice",
+    "QueuedMail",
+    "QueuedTarget",
+    "Spool",
+    "SpoolBusyError",
+    "TargetState",
+]
 
 DATABASE = "spool.sqlite3"
 THREAD_DAYS = 90  # Connect links replies within 90 days
 THREAD_MAX_ROWS = 1_000_000
 DONE_RETENTION_SECONDS = 86400
-STATES = ("queued", "active", "deferred", "dead", "parked", "done")
 
-_SCHEMA = """
+
+class MailState(StrEnum):
+    QUEUED = "queued"
+    ACTIVE = "active"  # claimed by a worker
+    DEFERRED = "deferred"  # waiting for its next attempt
+    DEAD = "dead"  # given up: the dead-letter area
+    PARKED = "parked"  # automatic mail under the "drop" policy
+    DONE = "done"
+
+
+class TargetState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # refused for good
+
+
+class Notice(StrEnum):
+    """What became of the delivery status notification of a dead mail."""
+
+    SENT = "sent"
+    FAILED = "failed"  # tried later again
+    UNSENT = "unsent: no smarthost"
+    NOT_NEEDED = "not needed: null sender"
+
+
+STATES = tuple(MailState)
+
+# The schema of version 0.1, the first; later versions are reached through MIGRATIONS.
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS mail (
     id TEXT PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -81,6 +130,28 @@ CREATE INDEX IF NOT EXISTS thread_age ON thread (created_at);
 """
 
 
+def _split_replies(db: sqlite3.Connection) -> None:
+    """2: a refused target's reply as its code, enhanced status and text (it was one string)."""
+    for column in ("error_service TEXT", "error_code TEXT", "reply_code INTEGER", "reply_status TEXT"):
+        db.execute(f"ALTER TABLE target ADD COLUMN {column}")
+    db.execute("ALTER TABLE target ADD COLUMN reply_text TEXT")
+    rows = db.execute("SELECT mail_id, position, reply FROM target WHERE reply IS NOT NULL").fetchall()
+    for mail_id, position, reply in rows:
+        code, _, rest = str(reply).partition(" ")
+        status, _, text = rest.partition(" ")
+        db.execute(
+            "UPDATE target SET reply_code = ?, reply_status = ?, reply_text = ?"
+            " WHERE mail_id = ? AND position = ?",
+            (int(code) if code.isdigit() else 554, status or "5.0.0", text, mail_id, position),
+        )
+    db.execute("ALTER TABLE target DROP COLUMN reply")
+
+
+SCHEMA_VERSION = 2
+# Each step takes the schema from its version to the next, in one transaction.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _split_replies}
+
+
 _MAIL_COLUMNS = (
     "id, received_at, sender, recipients, message_id, size, state, attempts, next_attempt_at, last_error,"
     " notice"
@@ -91,17 +162,34 @@ class SpoolBusyError(Exception):
     """An operator command on a mail that a worker is delivering right now."""
 
 
+@contextmanager
+def _boundary() -> Iterator[None]:
+    """SQLite's errors (and the disk's) become the gateway's own."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if (getattr(error, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
+            raise SpoolFullError(f"the spool's disk is full: {error}") from error
+        raise SpoolError(f"the spool could not be used: {error}") from error
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise SpoolFullError(f"the spool's disk is full: {error}") from error
+        raise SpoolError(f"the spool could not be used: {error}") from error
+
+
 @dataclass(frozen=True)
 class QueuedTarget:
     position: int
     target: Target
     recipients: tuple[str, ...]
-    state: str  # pending, delivered, failed
-    request: dict[str, Any] | None = None
+    state: TargetState
+    request: StartEmailContactRequestTypeDef | None = None
     built_at: float | None = None
     contact_id: str | None = None
-    error: str | None = None
-    reply: str | None = None
+    error: str | None = None  # the whole text, for the operator (it may echo personal data)
+    error_service: str | None = None
+    error_code: str | None = None
+    reply: Reply | None = None  # what the sender's notification says of a refused target
 
 
 @dataclass(frozen=True)
@@ -112,7 +200,7 @@ class QueuedMail:
     recipients: tuple[str, ...]
     message_id: str | None
     size: int
-    state: str
+    state: MailState
     attempts: int
     next_attempt_at: float
     last_error: str | None
@@ -122,7 +210,7 @@ class QueuedMail:
 
     @property
     def pending(self) -> list[QueuedTarget]:
-        return [t for t in self.targets if t.state == "pending"]
+        return [t for t in self.targets if t.state == TargetState.PENDING]
 
 
 def new_id(now: float) -> str:
@@ -138,6 +226,11 @@ def _route(text: str) -> RouteSettings:
     return RouteSettings(**json.loads(text))
 
 
+def _request(text: str | None) -> StartEmailContactRequestTypeDef | None:
+    """A stored request, as the gateway built it (the spool holds nothing else in that column)."""
+    return cast("StartEmailContactRequestTypeDef", json.loads(text)) if text else None
+
+
 class Spool:
     """Synchronous, one connection; the gateway runs it in a single worker thread (see :mod:`.queue`)."""
 
@@ -147,41 +240,68 @@ class Spool:
             path.mkdir(parents=True, exist_ok=True)
         elif not (path / DATABASE).exists():
             raise FileNotFoundError(f"no spool at {path}")
-        self._db = sqlite3.connect(path / DATABASE, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.executescript(_SCHEMA)
+        with _boundary():
+            self._db = sqlite3.connect(path / DATABASE, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA busy_timeout = 10000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring a spool written by an older gateway up to :data:`SCHEMA_VERSION`
+        (a step at a time, each in its own transaction: a gateway and an operator command may both try)."""
+        while True:
+            with self._transaction() as db:
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if version == SCHEMA_VERSION:
+                    return
+                if version > SCHEMA_VERSION:
+                    raise SpoolError(
+                        f"the spool at {self.path} was written by a newer gateway (schema {version})"
+                    )
+                if version == 0:  # a new spool, or one written by 0.1, which had no version
+                    for statement in _SCHEMA_V1.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                else:
+                    MIGRATIONS[version](db)
+                db.execute(f"PRAGMA user_version = {version + 1}")
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT (a full disk) leaves the transaction open, and a failed statement may have
-            # ended it already: roll back whatever is still open, so the next write can begin.
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+        with _boundary():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (a full disk) leaves the transaction open, and a failed statement may have
+                # ended it already: roll back whatever is still open, so the next write can begin.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
+        """A read, outside any transaction (WAL: it never waits for a writer)."""
+        with _boundary():
+            return self._db.execute(sql, parameters).fetchall()
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.path).free
 
     # -- the gateway's side -------------------------------------------------------------------------
 
-    def put(self, mail: ReceivedMail, now: float | None = None, state: str = "queued") -> str:
+    def put(self, mail: ReceivedMail, now: float | None = None, state: MailState = MailState.QUEUED) -> str:
         """Store a mail and its targets; durable when this returns. ``parked``: kept, not delivered."""
         return self.put_many([mail], now, state)[0]
 
     def put_many(
-        self, mails: Sequence[ReceivedMail], now: float | None = None, state: str = "queued"
+        self, mails: Sequence[ReceivedMail], now: float | None = None, state: MailState = MailState.QUEUED
     ) -> list[str]:
         """Store several mails in one transaction (one disk flush for all: group commit)."""
         now = time.time() if now is None else now
@@ -230,12 +350,14 @@ class Spool:
         return self.get(row["id"], with_raw=True)
 
     def next_due(self) -> float | None:
-        row = self._db.execute(
+        [row] = self._rows(
             "SELECT MIN(next_attempt_at) AS due FROM mail WHERE state IN ('queued', 'deferred')"
-        ).fetchone()
+        )
         return None if row["due"] is None else float(row["due"])
 
-    def save_request(self, mail_id: str, position: int, request: dict[str, Any], built_at: float) -> None:
+    def save_request(
+        self, mail_id: str, position: int, request: StartEmailContactRequestTypeDef, built_at: float
+    ) -> None:
         with self._transaction() as db:
             db.execute(
                 "UPDATE target SET request = ?, built_at = ? WHERE mail_id = ? AND position = ?",
@@ -248,8 +370,8 @@ class Spool:
         """A target became a contact; its Message-ID is remembered for the replies to come."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE target SET state = 'delivered', contact_id = ?, error = NULL"
-                " WHERE mail_id = ? AND position = ?",
+                "UPDATE target SET state = 'delivered', contact_id = ?, error = NULL, error_service = NULL,"
+                " error_code = NULL WHERE mail_id = ? AND position = ?",
                 (contact_id, mail_id, position),
             )
             if contact_id is not None:
@@ -263,13 +385,19 @@ class Spool:
                     [(instance, message_id, contact_id, time.time()) for message_id in thread_ids],
                 )
 
-    def failed(self, mail_id: str, position: int, error: str, reply: str) -> None:
-        """A target refused for good: ``error`` for the operator, ``reply`` for the sender's notification."""
+    def failed(self, mail_id: str, position: int, error: DeliveryError, reply: Reply | None = None) -> None:
+        """A target refused for good: the error for the operator, its reply (or ``reply``) for the sender's
+        notification."""
+        reply = reply or error.reply
         with self._transaction() as db:
             db.execute(
-                "UPDATE target SET state = 'failed', error = ?, reply = ? WHERE mail_id = ? AND position = ?",
-                (error, reply, mail_id, position),
-            )
+                "UPDATE target SET state = 'failed', error = ?, error_service = ?, error_code = ?,"
+                " reply_code = ?, reply_status = ?, reply_text = ? WHERE mail_id = ? AND position = ?",
+                (
+                    str(error), error.service, error.code, reply.code, reply.status, reply.text,
+                    mail_id, position,
+                ),
+            )  # fmt: skip
 
     def defer(self, mail_id: str, until: float, error: str, *, attempt: bool = True) -> None:
         with self._transaction() as db:
@@ -298,25 +426,25 @@ class Spool:
                 "UPDATE mail SET state = 'done', raw = NULL, last_error = NULL WHERE id = ?", (mail_id,)
             )
 
-    def set_notice(self, mail_id: str, notice: str) -> None:
+    def set_notice(self, mail_id: str, notice: Notice) -> None:
         """What became of the delivery status notification: sent, failed (retried later) or unsent."""
         with self._transaction() as db:
             db.execute("UPDATE mail SET notice = ? WHERE id = ?", (notice, mail_id))
 
     def awaiting_notice(self) -> list[str]:
-        rows = self._db.execute("SELECT id FROM mail WHERE state = 'dead' AND notice = 'failed'").fetchall()
+        rows = self._rows("SELECT id FROM mail WHERE state = 'dead' AND notice = ?", (Notice.FAILED,))
         return [row["id"] for row in rows]
 
     def related_contact(self, instance_id: str, message_ids: Iterable[str]) -> str | None:
         """The contact of the first known message among ``message_ids`` (newest first), within 90 days."""
         oldest = time.time() - THREAD_DAYS * 86400
         for message_id in message_ids:
-            row = self._db.execute(
+            rows = self._rows(
                 "SELECT contact_id FROM thread WHERE instance_id = ? AND message_id = ? AND created_at >= ?",
                 (instance_id, message_id, oldest),
-            ).fetchone()
-            if row is not None:
-                return str(row["contact_id"])
+            )
+            if rows:
+                return str(rows[0]["contact_id"])
         return None
 
     def purge(self, now: float | None = None) -> None:
@@ -337,12 +465,11 @@ class Spool:
 
     def get(self, mail_id: str, *, with_raw: bool = False) -> QueuedMail | None:
         columns = _MAIL_COLUMNS + (", raw" if with_raw else "")
-        row = self._db.execute(f"SELECT {columns} FROM mail WHERE id = ?", (mail_id,)).fetchone()  # noqa: S608
-        if row is None:
+        found = self._rows(f"SELECT {columns} FROM mail WHERE id = ?", (mail_id,))  # noqa: S608
+        if not found:
             return None
-        targets = self._db.execute(
-            "SELECT * FROM target WHERE mail_id = ? ORDER BY position", (mail_id,)
-        ).fetchall()
+        row = found[0]
+        targets = self._rows("SELECT * FROM target WHERE mail_id = ? ORDER BY position", (mail_id,))
         return QueuedMail(
             id=row["id"],
             received_at=row["received_at"],
@@ -350,7 +477,7 @@ class Spool:
             recipients=tuple(json.loads(row["recipients"])),
             message_id=row["message_id"],
             size=row["size"],
-            state=row["state"],
+            state=MailState(row["state"]),
             attempts=row["attempts"],
             next_attempt_at=row["next_attempt_at"],
             last_error=row["last_error"],
@@ -360,29 +487,33 @@ class Spool:
                     position=t["position"],
                     target=Target(_route(t["route"]), t["destination"], t["tag"]),
                     recipients=tuple(json.loads(t["recipients"])),
-                    state=t["state"],
-                    request=json.loads(t["request"]) if t["request"] else None,
+                    state=TargetState(t["state"]),
+                    request=_request(t["request"]),
                     built_at=t["built_at"],
                     contact_id=t["contact_id"],
                     error=t["error"],
-                    reply=t["reply"],
+                    error_service=t["error_service"],
+                    error_code=t["error_code"],
+                    reply=Reply(t["reply_code"], t["reply_status"], t["reply_text"])
+                    if t["reply_code"]
+                    else None,
                 )
                 for t in targets
             ),
             raw=row["raw"] if with_raw else None,
         )
 
-    def counts(self) -> dict[str, int]:
-        found = dict(self._db.execute("SELECT state, COUNT(*) FROM mail GROUP BY state").fetchall())
-        return {state: int(found.get(state, 0)) for state in STATES}
+    def counts(self) -> dict[MailState, int]:
+        found = {row[0]: row[1] for row in self._rows("SELECT state, COUNT(*) FROM mail GROUP BY state")}
+        return {state: int(found.get(state, 0)) for state in MailState}
 
-    def mails(self, state: str | None = None, limit: int = 1000) -> list[QueuedMail]:
+    def mails(self, state: MailState | None = None, limit: int = 1000) -> list[QueuedMail]:
         if state is None:
-            rows = self._db.execute("SELECT id FROM mail ORDER BY received_at LIMIT ?", (limit,)).fetchall()
+            rows = self._rows("SELECT id FROM mail ORDER BY received_at LIMIT ?", (limit,))
         else:
-            rows = self._db.execute(
+            rows = self._rows(
                 "SELECT id FROM mail WHERE state = ? ORDER BY received_at LIMIT ?", (state, limit)
-            ).fetchall()
+            )
         return [mail for row in rows if (mail := self.get(row["id"])) is not None]
 
     def retry(self, mail_id: str, now: float | None = None) -> bool:
@@ -394,8 +525,8 @@ class Spool:
                 return False
             db.execute(
                 "UPDATE target SET state = 'pending', request = NULL, built_at = NULL, error = NULL,"
-                " reply = NULL"
-                " WHERE mail_id = ? AND state = 'failed'",
+                " error_service = NULL, error_code = NULL, reply_code = NULL, reply_status = NULL,"
+                " reply_text = NULL WHERE mail_id = ? AND state = 'failed'",
                 (mail_id,),
             )
             db.execute(
@@ -405,7 +536,7 @@ class Spool:
         return True
 
     def retry_dead(self) -> list[str]:
-        ids = [row["id"] for row in self._db.execute("SELECT id FROM mail WHERE state = 'dead'").fetchall()]
+        ids = [row["id"] for row in self._rows("SELECT id FROM mail WHERE state = 'dead'")]
         return [mail_id for mail_id in ids if self.retry(mail_id)]
 
     def delete(self, mail_id: str) -> bool:

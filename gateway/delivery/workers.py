@@ -16,21 +16,23 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from gateway.contact.fitting import FittedMail
 from gateway.contact.request import thread_ids
-from gateway.delivery.deliverer import Deliverer, Outcome, Prepared
+from gateway.delivery.deliverer import Deliverer, Pending
 from gateway.delivery.dsn import Failure, build_notification, send_notification
 from gateway.delivery.governor import Governor
 from gateway.delivery.queue import MailQueue
-from gateway.delivery.spool import QueuedMail, QueuedTarget
-from gateway.errors import AttachmentsRefusedError, DeliveryError, ThrottledError
+from gateway.delivery.spool import Notice, QueuedMail, TargetState
+from gateway.errors import DeliveryError, ThrottledError
 from gateway.mail import Target
-from gateway.observe.mail_log import log_mail, redacted
+from gateway.observe.mail_log import log_mail, loggable
 from gateway.replies import Replies
 from gateway.settings import QueueSettings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
 
 __all__ = ["DeliveryWorkers", "backoff"]
 
@@ -157,73 +159,39 @@ class DeliveryWorkers:
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _deliver(self, item: QueuedMail) -> None:
+        """The mail's pending targets through the one delivery path, each outcome recorded as it comes."""
         assert item.raw is not None
         now = time.time()
         fitted = self._deliverer.fit(item.raw)
         threads = thread_ids(fitted.mail)
+        message_ids = [fitted.mail.message_id] if fitted.mail.message_id else []
 
         async def related(target: Target) -> str | None:
             return await self._queue.related_contact(target.route.instance_id, threads)
 
-        targets = item.pending
-        stale = [t for t in targets if t.request is None or now - (t.built_at or 0) > self._url_life]
-        if stale:
-            try:
-                prepared = await self._deliverer.prepare(
-                    item.raw, fitted, [t.target for t in stale], item.sender, related
-                )
-            except DeliveryError as error:
-                await self._conclude(item, error)
-                return
-            rebuilt = {}
-            for target, ready in zip(stale, prepared, strict=True):
-                await self._queue.save_request(item.id, target.position, ready.request, now)
-                rebuilt[target.position] = replace(target, request=ready.request, built_at=now)
-            targets = [rebuilt.get(t.position, t) for t in targets]
-        message_ids = [fitted.mail.message_id] if fitted.mail.message_id else []
-        transient = await self._start_contacts(item, fitted, targets, message_ids)
-        await self._conclude(item, transient)
+        async def save(pending: Pending, request: StartEmailContactRequestTypeDef) -> None:
+            await self._queue.save_request(item.id, pending.position, request, time.time())
 
-    async def _start_contacts(
-        self, item: QueuedMail, fitted: FittedMail, targets: list[QueuedTarget], message_ids: list[str]
-    ) -> DeliveryError | None:
-        """Start each pending contact; the first transient error, if any (after it, the rest wait too)."""
-        assert item.raw is not None
-        for target in targets:
-            assert target.request is not None
-            await self._governor.acquire()
-            outcome = await self._deliverer.start(target.target, target.request)
-            if isinstance(outcome.error, AttachmentsRefusedError):
-                outcome = await self._without_attachments(item, fitted, target, outcome.error)
+        pending = [
+            Pending(t.target, None if now - (t.built_at or 0) > self._url_life else t.request, t.position)
+            for t in item.pending
+        ]
+        transient: DeliveryError | None = None
+        outcomes = self._deliverer.deliver(
+            item.raw, fitted, item.sender, pending, pacer=self._governor, save=save, related=related
+        )
+        async for outcome in outcomes:
+            position = outcome.pending.position
             if outcome.error is None:
-                await self._queue.delivered(item.id, target.position, outcome.contact_id, message_ids)
+                await self._queue.delivered(item.id, position, outcome.contact_id, message_ids)
             elif outcome.error.transient:
-                if isinstance(outcome.error, ThrottledError):
-                    self._governor.throttled()
-                return outcome.error
+                transient = outcome.error
             else:
-                detail = redacted(str(outcome.error))
-                log.warning("%s: %s refused for good: %s", item.id, target.target.destination, detail)
-                await self._queue.failed(
-                    item.id, target.position, str(outcome.error), str(outcome.error.reply)
-                )
-        return None
-
-    async def _without_attachments(
-        self, item: QueuedMail, fitted: FittedMail, target: QueuedTarget, refusal: AttachmentsRefusedError
-    ) -> Outcome:
-        """Connect refused the files themselves: the contact goes without them (stored, so that retries
-        resend this request), naming them and linking the original."""
-        assert item.raw is not None
-        assert target.request is not None
-        ready = Prepared(target.target, target.request)
-        try:
-            request = await self._deliverer.without_attachments(item.raw, fitted, ready, item.sender, refusal)
-        except DeliveryError as error:
-            return Outcome(target.target, error=error)
-        await self._queue.save_request(item.id, target.position, request, time.time())
-        await self._governor.acquire()
-        return await self._deliverer.start(target.target, request)
+                error = outcome.error
+                logged = loggable(str(error), error.summary)
+                log.warning("%s: %s refused for good: %s", item.id, outcome.target.destination, logged)
+                await self._queue.failed(item.id, position, outcome.error)
+        await self._conclude(item, transient)
 
     async def _conclude(self, item: QueuedMail, transient: DeliveryError | None) -> None:
         """Done, deferred, or dead (with a notification), from the state of the mail's targets."""
@@ -237,23 +205,27 @@ class DeliveryWorkers:
                     if throttled
                     else backoff(item.attempts, self._settings.retry_initial, self._settings.retry_max)
                 )
-                log.info("%s deferred for %.1fs: %s", item.id, delay, transient)
+                log.info(
+                    "%s deferred for %.1fs: %s", item.id, delay, loggable(str(transient), transient.summary)
+                )
                 await self._queue.defer(item.id, now + delay, str(transient), attempt=not throttled)
                 self._metrics.retries.inc()
                 return
-            expired = str(Replies.EXPIRED.format(age=_age(age)))
+            expired = Replies.EXPIRED.format(age=_age(age))
             current = await self._queue.get(item.id)
             for target in current.pending if current else []:
-                await self._queue.failed(
-                    item.id, target.position, f"expired; last error: {transient}", expired
-                )
-            await self._bury(item.id, f"gave up after {_age(age)}; last error: {transient}")
+                await self._queue.failed(item.id, target.position, transient, expired)
+            given_up = f"gave up after {_age(age)}; last error: "
+            await self._bury(item.id, given_up + str(transient), given_up + transient.summary)
             return
         current = await self._queue.get(item.id)
         assert current is not None
-        if any(t.state == "failed" for t in current.targets):
+        refused = [t for t in current.targets if t.state == TargetState.FAILED]
+        if refused:
             await self._bury(
-                item.id, "; ".join(t.error or "" for t in current.targets if t.state == "failed")
+                item.id,
+                "; ".join(t.error or "" for t in refused),
+                "; ".join(": ".join(filter(None, (t.error_service, t.error_code))) for t in refused),
             )
         else:
             await self._queue.finish(item.id)
@@ -272,13 +244,16 @@ class DeliveryWorkers:
             personal={"sender": mail.sender, "to": list(mail.recipients)},
         )
 
-    async def _bury(self, mail_id: str, reason: str) -> None:
-        log.warning("%s moved to the dead-letter area: %s", mail_id, redacted(reason))
+    async def _bury(self, mail_id: str, reason: str, summary: str) -> None:
+        """Into the dead-letter area with ``reason`` (kept whole in the spool); the log says ``summary``,
+        which names errors without the personal data their messages may echo."""
+        logged = loggable(reason, summary)
+        log.warning("%s moved to the dead-letter area: %s", mail_id, logged)
         await self._queue.bury(mail_id, reason)
         self._metrics.dead_letters.inc()
         mail = await self._queue.get(mail_id)
         if mail is not None:
-            self._log(mail, "dead", time.time(), redacted(reason))
+            self._log(mail, "dead", time.time(), logged)
         await self._notify(mail_id)
 
     async def _notify(self, mail_id: str) -> None:
@@ -287,18 +262,18 @@ class DeliveryWorkers:
         if mail is None or mail.raw is None:
             return
         if not mail.sender:
-            await self._queue.set_notice(mail_id, "not needed: null sender")
+            await self._queue.set_notice(mail_id, Notice.NOT_NEEDED)
             return
         smarthost = self._settings.smarthost
         if smarthost is None:
             log.warning("%s: no [queue] smarthost configured: the sender is not notified", mail_id)
-            await self._queue.set_notice(mail_id, "unsent: no smarthost")
+            await self._queue.set_notice(mail_id, Notice.UNSENT)
             self._metrics.notifications.labels("unsent").inc()
             return
         failures = [
-            Failure(recipient, (t.reply or "5.0.0").split(" ")[1], t.reply or "")
+            Failure(recipient, t.reply.status if t.reply else "5.0.0", str(t.reply or ""))
             for t in mail.targets
-            if t.state == "failed"
+            if t.state == TargetState.FAILED
             for recipient in t.recipients
         ]
         message = build_notification(
@@ -313,10 +288,10 @@ class DeliveryWorkers:
             await send_notification(smarthost, mail.sender, message)
         except Exception as error:  # smtplib and sockets raise many kinds; the notice is retried later
             log.warning("%s: the notification could not be sent yet: %s", mail_id, error)
-            await self._queue.set_notice(mail_id, "failed")
+            await self._queue.set_notice(mail_id, Notice.FAILED)
             self._metrics.notifications.labels("failed").inc()
             return
-        await self._queue.set_notice(mail_id, "sent")
+        await self._queue.set_notice(mail_id, Notice.SENT)
         self._metrics.notifications.labels("sent").inc()
 
     async def _maintain(self) -> None:

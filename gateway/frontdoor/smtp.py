@@ -32,10 +32,11 @@ from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.data import read_data
 from gateway.frontdoor.triage import screen
 from gateway.mail import InMemoryContent, MailSink, ReceivedMail, Target
+from gateway.message.automatic import Automatic
 from gateway.observe.mail_log import log_mail, log_received
 from gateway.observe.metrics import Metrics
 from gateway.replies import Replies, Reply
-from gateway.settings import LimitSettings, SmtpSettings
+from gateway.settings import AutomaticPolicy, LimitSettings, SmtpSettings
 
 __all__ = ["FrontDoor", "SmtpServer"]
 
@@ -69,7 +70,7 @@ class FrontDoor:
     tls_context: ssl.SSLContext | None = None
     require_tls: bool = False
     credentials: Credentials | None = None
-    automatic_policy: str = "forward"
+    automatic_policy: AutomaticPolicy = AutomaticPolicy.FORWARD
     proxy_protocol: bool = False
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -388,12 +389,16 @@ class GatewaySMTP(SMTP):
         door = self._door
         triage = screen(mail.content, mail.sender, door.limits, door.smtp.hostname)
         refusal = triage.refusal
-        if refusal is None and triage.automatic != "no" and door.automatic_policy == "refuse":
+        if (
+            refusal is None
+            and triage.automatic != Automatic.NO
+            and door.automatic_policy == AutomaticPolicy.REFUSE
+        ):
             refusal = Replies.AUTOMATIC_REFUSED
         if refusal is not None:
             log_received(mail, "refused", refusal.name)
             return refusal
-        if triage.automatic != "no" and door.automatic_policy == "drop":
+        if triage.automatic != Automatic.NO and door.automatic_policy == AutomaticPolicy.DROP:
             reply = await door.sink.park(mail)
             if reply.code < 400:
                 log_received(mail, "parked", triage.automatic)

@@ -14,7 +14,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from gateway.mail import MailContent
-from gateway.message.automatic import LOOP_HEADER, classify
+from gateway.message.automatic import LOOP_HEADER, Automatic, classify
 from gateway.replies import Replies, Reply
 from gateway.settings import LimitSettings
 
@@ -26,7 +26,7 @@ _PART_HEADER = re.compile(rb"(?im)^content-type:")
 @dataclass(frozen=True)
 class Triage:
     refusal: Reply | None
-    automatic: str
+    automatic: Automatic
     received: int
 
 
@@ -43,7 +43,7 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
     raw = content.read()
     block = _header_block(raw)
     if len(block) > limits.max_header_size:
-        return Triage(Replies.HEADER_TOO_BIG.format(limit=limits.max_header_size), "no", 0)
+        return Triage(Replies.HEADER_TOO_BIG.format(limit=limits.max_header_size), Automatic.NO, 0)
     parsed = BytesHeaderParser(policy=compat32).parsebytes(block)
     headers = [(name, str(value)) for name, value in parsed.raw_items()]
     received = sum(1 for name, _ in headers if name.lower() == "received")

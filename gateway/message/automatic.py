@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from enum import StrEnum
 
-__all__ = ["AUTOMATIC_ATTRIBUTE", "AUTOMATIC_VALUES", "LOOP_HEADER", "classify"]
+__all__ = ["AUTOMATIC_ATTRIBUTE", "AUTOMATIC_VALUES", "LOOP_HEADER", "Automatic", "classify"]
 
 LOOP_HEADER = "X-Connect-Gateway-Loop"  # on everything the gateway itself sends; mail carrying it is a loop
 AUTOMATIC_ATTRIBUTE = "gateway_automatic"
-# What kind of machine wrote the mail; the attribute is absent from the contact of mail a person wrote.
-AUTOMATIC_VALUES = ("auto-reply", "bounce", "list", "auto-generated")
+
+
+class Automatic(StrEnum):
+    """What kind of machine wrote the mail, if any: the attribute's value (absent for ``NO``)."""
+
+    NO = "no"  # a person wrote it
+    AUTO_REPLY = "auto-reply"
+    BOUNCE = "bounce"
+    LIST = "list"
+    AUTO_GENERATED = "auto-generated"
+
+
+AUTOMATIC_VALUES = tuple(kind.value for kind in Automatic if kind is not Automatic.NO)
 
 _BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
 _SUPPRESS = {"all", "oof", "autoreply", "dr", "ndr", "rn", "nrn"}
@@ -27,18 +39,18 @@ def _local_part(address: str) -> str:
     return address.strip().strip("<>").rsplit("@", 1)[0].rsplit("<", 1)[-1].strip().lower()
 
 
-def classify(headers: Iterable[tuple[str, str]], sender: str | None) -> str:
-    """``no``, ``auto-reply``, ``bounce``, ``list`` or ``auto-generated``, from the header and the envelope
-    sender (``""`` is the null sender; None when the envelope is not known)."""
+def classify(headers: Iterable[tuple[str, str]], sender: str | None) -> Automatic:
+    """What kind of mail this is, from the header and the envelope sender (``""`` is the null sender; None
+    when the envelope is not known)."""
     fields: dict[str, str] = {}
     for name, value in headers:
         fields.setdefault(name.lower(), " ".join(value.split()).lower())
     senders = {_local_part(fields.get("from", "")), _local_part(sender or "")}
     content_type = fields.get("content-type", "")
     if sender == "" or senders & set(_BOUNCE_SENDERS) or "x-failed-recipients" in fields:
-        return "bounce"
+        return Automatic.BOUNCE
     if content_type.startswith("multipart/report") and "delivery-status" in content_type:
-        return "bounce"
+        return Automatic.BOUNCE
     auto_submitted = fields.get("auto-submitted", "no").split(";")[0].strip()
     precedence = fields.get("precedence", "")
     if (
@@ -48,12 +60,12 @@ def classify(headers: Iterable[tuple[str, str]], sender: str | None) -> str:
         or precedence == "auto_reply"
         or "x-loop" in fields
     ):
-        return "auto-reply"
+        return Automatic.AUTO_REPLY
     if "list-id" in fields or "list-unsubscribe" in fields or precedence == "list":
-        return "list"
+        return Automatic.LIST
     suppress = {token.strip() for token in re.split(r"[,\s]+", fields.get("x-auto-response-suppress", ""))}
     if auto_submitted != "no" or precedence in ("bulk", "junk") or suppress & _SUPPRESS:
-        return "auto-generated"
+        return Automatic.AUTO_GENERATED
     if content_type.startswith("multipart/report"):  # read receipts, feedback reports
-        return "auto-generated"
-    return "no"
+        return Automatic.AUTO_GENERATED
+    return Automatic.NO

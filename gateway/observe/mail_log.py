@@ -20,7 +20,7 @@ from gateway.message.mime import HEADER_BYTES, header_message_id
 if TYPE_CHECKING:
     from gateway.mail import ReceivedMail
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_mail", "log_received", "redacted"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_mail", "log_received", "loggable"]
 
 MAIL_LOGGER = logging.getLogger("gateway.mail")
 _personal_data = False  # set once at start by configure_logging, from [log] personal_data
@@ -75,15 +75,11 @@ def log_received(
     )
 
 
-def redacted(detail: str) -> str:
-    """An error for the log: ``connect: InvalidRequestException`` without its message unless personal data
-    is allowed, because AWS messages echo request values such as the customer's address. The full text
-    stays in the spool (``mail-gateway queue show``)."""
-    if _personal_data:
-        return detail
-    service, _, rest = detail.partition(": ")
-    code = rest.split(": ", 1)[0]
-    return f"{service}: {code}" if code and " " not in code else service
+def loggable(whole: str, summary: str) -> str:
+    """What the log may say of an error: its ``summary`` (``connect: InvalidRequestException``, from the
+    error's fields) unless personal data is allowed, because AWS messages echo request values such as the
+    customer's address. The whole text stays in the spool (``mail-gateway queue show``)."""
+    return whole if _personal_data else summary
 
 
 class JsonFormatter(logging.Formatter):

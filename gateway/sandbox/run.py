@@ -20,6 +20,7 @@ from gateway.service.health import add_health_routes
 from gateway.settings import (
     AttachmentSettings,
     AwsSettings,
+    QueueMode,
     QueueSettings,
     RouteSettings,
     Settings,
@@ -58,7 +59,10 @@ def contact_line(contact: Contact) -> str:
 
 
 async def run_sandbox(
-    smtp_port: int = 2525, http_port: int = 8025, out: Callable[[str], None] = print, mode: str = "sync"
+    smtp_port: int = 2525,
+    http_port: int = 8025,
+    out: Callable[[str], None] = print,
+    mode: QueueMode = QueueMode.SYNC,
 ) -> None:
     """``sync`` (default): the SMTP reply names the ContactId. ``spool``: as in production, in a temporary
     spool that is removed at the end."""

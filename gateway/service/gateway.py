@@ -17,9 +17,10 @@ from gateway.aws.attachments import S3AttachmentStore
 from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.aws.connect import ConnectContacts
 from gateway.contact.routing import Router
-from gateway.delivery.deliverer import Deliverer, DeliverNow
+from gateway.delivery.deliverer import Deliverer
 from gateway.delivery.governor import Governor
-from gateway.delivery.queue import LocalQueue, SpoolIntake
+from gateway.delivery.queue import LocalQueue
+from gateway.delivery.sinks import DeliverNow, SpoolIntake
 from gateway.delivery.workers import DeliveryWorkers
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
@@ -28,7 +29,7 @@ from gateway.frontdoor.tls import CertificateReloader, server_context
 from gateway.mail import MailSink
 from gateway.observe.metrics import Metrics
 from gateway.service.health import HttpEndpoint
-from gateway.settings import Settings
+from gateway.settings import AutomaticPolicy, QueueMode, Settings
 
 __all__ = ["Gateway", "until_signalled"]
 
@@ -79,7 +80,7 @@ class Gateway:
         deliverer = Deliverer(store, contacts, settings.attachments, settings.content_policy, metrics)
         sink: MailSink
         workers: DeliveryWorkers | None = None
-        if settings.queue.mode == "spool":
+        if settings.queue.mode == QueueMode.SPOOL:
             self.queue = await self._open_queue()
             workers = DeliveryWorkers(
                 self.queue,
@@ -92,7 +93,9 @@ class Gateway:
             self._stack.push_async_callback(workers.stop)
             sink = SpoolIntake(self.queue, settings.queue.min_free_disk, workers.wake)
         else:
-            if settings.automatic.policy == "drop":  # parked mail needs the spool, even in sync mode
+            if (
+                settings.automatic.policy == AutomaticPolicy.DROP
+            ):  # parked mail needs the spool, even in sync mode
                 self.queue = await self._open_queue()
             sink = DeliverNow(deliverer, self.queue)
         tls_context = server_context(settings.tls) if settings.tls.enabled else None
@@ -132,7 +135,7 @@ class Gateway:
                 return False, f"the spool at {self.settings.queue.path} is not writable"
             if self.queue.free_bytes() < self.settings.queue.min_free_disk:
                 return False, "the spool's disk is below min_free_disk"
-        if self.settings.queue.mode == "sync":
+        if self.settings.queue.mode == QueueMode.SYNC:
             failure, success = self.metrics.last_aws_failure, self.metrics.last_aws_success
             recent = failure is not None and time.monotonic() - failure < AWS_FAILURE_WINDOW_SECONDS
             if recent and (success is None or (failure is not None and success < failure)):
@@ -141,7 +144,9 @@ class Gateway:
 
     async def refresh_metrics(self) -> None:
         if self.queue is not None:
-            self.metrics.set_queue(await self.queue.counts())
+            self.metrics.set_queue(
+                {state.value: count for state, count in (await self.queue.counts()).items()}
+            )
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import aiohttp
@@ -20,15 +21,22 @@ from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.errors import DeliveryError
 from gateway.settings import Settings
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "Status", "run_checks"]
 
 MAX_ADDRESS_PAGES = 20
+NOT_AN_ADDRESS = "not an email address of the instance: contacts would be refused"
 PROBE_PREFIX = "mail-gateway-check/"  # under [attachments] prefix: where the bucket check puts its probe
+
+
+class Status(StrEnum):
+    PASS = "PASS"  # noqa: S105 - a check status, not a password
+    FAIL = "FAIL"
+    SKIP = "SKIP"  # not checked, and why (a destination that is each recipient)
 
 
 @dataclass(frozen=True)
 class Check:
-    status: str  # PASS, FAIL or SKIP
+    status: Status
     item: str
     detail: str
 
@@ -38,11 +46,11 @@ class Check:
 
 async def _attempt(item: str, action: Awaitable[str]) -> Check:
     try:
-        return Check("PASS", item, await action)
+        return Check(Status.PASS, item, await action)
     except DeliveryError as error:
-        return Check("FAIL", item, error.detail)
+        return Check(Status.FAIL, item, str(error))
     except _CheckFailed as failure:
-        return Check("FAIL", item, str(failure))
+        return Check(Status.FAIL, item, str(failure))
 
 
 class _CheckFailed(Exception):
@@ -50,20 +58,20 @@ class _CheckFailed(Exception):
 
 
 async def run_checks(settings: Settings, credentials: StaticCredentials | None = None) -> list[Check]:
-    checks = [Check("PASS", "config", f"{len(settings.routes)} route(s)")]
+    checks = [Check(Status.PASS, "config", f"{len(settings.routes)} route(s)")]
     found = credentials is not None or await get_session().get_credentials() is not None
     if not found:
         checks.append(
-            Check("FAIL", "credentials", "none found (environment, shared files, instance or pod role)")
+            Check(Status.FAIL, "credentials", "none found (environment, shared files, instance or pod role)")
         )
         return checks
-    checks.append(Check("PASS", "credentials", "found"))
+    checks.append(Check(Status.PASS, "credentials", "found"))
     try:
         async with AwsClients(settings.aws, credentials) as aws:
             checks += await _connect_checks(settings, aws)
             checks.append(await _attempt(f"bucket {settings.attachments.bucket}", _bucket(settings, aws)))
     except DeliveryError as error:
-        checks.append(Check("FAIL", "aws", error.detail))
+        checks.append(Check(Status.FAIL, "aws", str(error)))
     return checks
 
 
@@ -74,7 +82,7 @@ async def _connect_checks(settings: Settings, aws: AwsClients) -> list[Check]:
     for instance in instances:
         check = await _attempt(f"instance {instance}", _instance(aws, instance))
         checks.append(check)
-        if check.status == "PASS":
+        if check.status == Status.PASS:
             existing.add(instance)
     addresses: dict[str, set[str]] = {}
     for route in settings.routes:
@@ -83,7 +91,7 @@ async def _connect_checks(settings: Settings, aws: AwsClients) -> list[Check]:
         if destination is None:
             checks.append(
                 Check(
-                    "SKIP",
+                    Status.SKIP,
                     f"destination of route {route.match}",
                     "the recipient itself, known when mail comes",
                 )
@@ -93,14 +101,16 @@ async def _connect_checks(settings: Settings, aws: AwsClients) -> list[Check]:
                 try:
                     addresses[route.instance_id] = await _addresses(aws, route.instance_id)
                 except DeliveryError as error:
-                    detail = f"cannot list the instance's addresses: {error.detail}"
-                    checks.append(Check("FAIL", item, detail))
+                    detail = f"cannot list the instance's addresses: {error!s}"
+                    checks.append(Check(Status.FAIL, item, detail))
                     continue
             known = destination.casefold() in addresses[route.instance_id]
             checks.append(
-                Check("PASS", item, "an email address of the instance")
+                Check(Status.PASS, item, "an email address of the instance")
                 if known
-                else Check("FAIL", item, "not an email address of the instance: contacts would be refused")
+                else Check(
+                    Status.FAIL, item, "not an email address of the instance: contacts would be refused"
+                )
             )
         if route.contact_flow_id:
             flow = route.contact_flow_id
