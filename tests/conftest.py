@@ -113,7 +113,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The corpus figures, when the corpus tests ran."""
-    from . import test_corpus
+    from .contact import test_corpus
 
     stats = test_corpus.STATS
     if "messages" in stats:

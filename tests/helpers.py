@@ -34,6 +34,7 @@ from gateway.settings import (
     AwsSettings,
     HttpSettings,
     LimitSettings,
+    QueueMode,
     QueueSettings,
     RouteSettings,
     Settings,
@@ -163,7 +164,7 @@ def make_settings(
                 match="*@help.example.com", instance_id="instance-2", destination="help@example.com"
             ),
         ),
-        queue=queue or QueueSettings(mode="sync"),
+        queue=queue or QueueSettings(mode=QueueMode.SYNC),
         http=HttpSettings(listen=("127.0.0.1", 0)),
     )
 
@@ -257,7 +258,7 @@ class RecordingSink:
 
 def spool_settings(path: Path, **changes: Any) -> QueueSettings:
     values: dict[str, Any] = {
-        "mode": "spool",
+        "mode": QueueMode.SPOOL,
         "path": path,
         "rate_per_second": 50.0,
         "burst": 10,

@@ -13,6 +13,7 @@ import sys
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,7 +133,7 @@ def test_emulate_is_strict_when_told() -> None:
         assert "(bucket my-bucket)" in s3_line
         url = re.search(r"http://\S+", connect_line)
         assert url is not None, connect_line
-        connect = botocore.session.get_session().create_client(
+        connect: Any = botocore.session.get_session().create_client(
             "connect", region_name="us-east-1", endpoint_url=url.group(0),
             aws_access_key_id="k", aws_secret_access_key="s",
         )  # fmt: skip

@@ -19,6 +19,8 @@ MIN_FRACTION = 0.1
 RECOVERY_SECONDS = 5.0
 RECOVERY_STEP = 0.1
 DECREASE_HOLD_SECONDS = 1.0
+TOKEN_EPSILON = 1e-9
+MIN_WAIT_SECONDS = 0.001  # never a sleep too short to move the clock: that would spin
 
 
 class Governor:
@@ -40,10 +42,10 @@ class Governor:
         async with self._lock:
             while True:
                 self._refill()
-                if self._tokens >= 1:
+                if self._tokens >= 1 - TOKEN_EPSILON:  # refills add up in floating point: 0.999...
                     self._tokens -= 1
                     return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+                await asyncio.sleep(max(MIN_WAIT_SECONDS, (1 - self._tokens) / self.rate))
 
     def throttled(self) -> None:
         """Connect said ThrottlingException: slow down at once (once per second: calls already under

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
-from gateway.delivery.spool import THREAD_DAYS, Spool, SpoolBusyError
+from gateway.delivery.spool import THREAD_DAYS, MailState, Spool, SpoolBusyError
 from gateway.errors import PermanentError
 from gateway.mail import InMemoryContent, ReceivedMail, Target
 from gateway.settings import RouteSettings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="i-1", attributes={"a": "b"})
 OTHER = RouteSettings(match="*@help.example.com", instance_id="i-2", destination="help@example.com")
@@ -51,7 +55,7 @@ def test_put_keeps_envelope_and_groups_recipients_by_contact(spool: Spool) -> No
         ("help@example.com", ("x@help.example.com",)),
     ]
     assert mail.targets[0].target.route == ROUTE  # the route as it was when the mail was accepted
-    assert spool.counts()["queued"] == 1
+    assert spool.counts()[MailState.QUEUED] == 1
 
 
 def test_claim_defer_and_recover(spool: Spool) -> None:
@@ -70,7 +74,7 @@ def test_claim_defer_and_recover(spool: Spool) -> None:
 
 def test_stored_request_survives(spool: Spool) -> None:
     queue_id = spool.put(received())
-    request = {"InstanceId": "i-1", "ClientToken": "t"}
+    request = cast("StartEmailContactRequestTypeDef", {"InstanceId": "i-1", "ClientToken": "t"})
     spool.save_request(queue_id, 0, request, built_at=5.0)
     target = spool.get(queue_id).targets[0]  # type: ignore[union-attr]
     assert (target.request, target.built_at) == (request, 5.0)
@@ -88,11 +92,11 @@ def test_done_drops_the_raw_bytes(spool: Spool) -> None:
 
 def test_dead_letters_are_retried_with_their_failed_targets_rebuilt(spool: Spool) -> None:
     queue_id = spool.put(received())
-    spool.save_request(queue_id, 0, {"ClientToken": "t"}, 1.0)
+    spool.save_request(queue_id, 0, cast("StartEmailContactRequestTypeDef", {"ClientToken": "t"}), 1.0)
     spool.delivered(queue_id, 1, "contact-2", [])
     spool.failed(queue_id, 0, PermanentError("...", service="connect", code="InvalidRequestException"))
     spool.bury(queue_id, "refused")
-    assert spool.counts()["dead"] == 1
+    assert spool.counts()[MailState.DEAD] == 1
     assert spool.retry_dead() == [queue_id]
     mail = spool.get(queue_id)
     assert mail is not None and mail.state == "queued"

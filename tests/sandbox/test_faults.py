@@ -6,7 +6,7 @@ import pytest
 
 from gateway.sandbox.emulator.faults import FaultInjector, Faults
 
-from .helpers import Clock
+from ..helpers import Clock
 
 
 def test_throttling_is_a_token_bucket_of_one_seconds_calls() -> None:

@@ -8,8 +8,9 @@ import sqlite3
 import time
 from dataclasses import asdict, replace
 from email import message_from_bytes
+from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,7 +24,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import RouteSettings, Settings
 
-from .helpers import (
+from ..helpers import (
     CREDENTIALS,
     RecordingSink,
     SmtpClient,
@@ -138,12 +139,12 @@ async def test_permanent_refusal_goes_to_dead_letters_with_a_notification_and_ca
         report = message_from_bytes(notification.content.read())
         assert report.get_content_type() == "multipart/report"
         assert report.get_param("report-type") == "delivery-status"
-        status = report.get_payload()[1]
+        human, status, *_ = cast("list[Message]", report.get_payload())
         assert status.get_content_type() == "message/delivery-status"
         text_status = status.as_string()
         assert "Final-Recipient: rfc822; support@example.com" in text_status
         assert "Status: 5.6.0" in text_status
-        assert "instance" not in report.get_payload()[0].get_payload(decode=True).decode()  # no internals
+        assert "instance" not in cast(bytes, human.get_payload(decode=True)).decode()  # no internals
         emulator.connect.addresses = ("*@example.com",)
         out = await retry_all_dead(spooled.queue.path, tmp_path)
         assert out.startswith("1 mail(s) queued again")

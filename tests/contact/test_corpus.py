@@ -30,7 +30,7 @@ from gateway.message.structure import MAX_DEPTH
 from gateway.message.tnef import is_tnef, read_tnef
 from gateway.settings import ContentPolicy, RouteSettings
 
-from .helpers import CORPUS, CORPUS_VARIABLE, unavailable
+from ..helpers import CORPUS, CORPUS_VARIABLE, unavailable
 
 TARGET = Target(RouteSettings(match="*", instance_id="corpus-instance"), "support@example.com")
 STATS: dict[str, object] = {}

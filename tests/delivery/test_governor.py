@@ -9,7 +9,7 @@ import pytest
 from gateway.delivery.governor import DECREASE_HOLD_SECONDS, MIN_FRACTION, RECOVERY_SECONDS, Governor
 from gateway.delivery.workers import backoff
 
-from .helpers import Clock
+from ..helpers import Clock
 
 
 async def test_burst_then_rate(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,6 +47,42 @@ async def test_throttling_halves_the_rate_and_it_recovers_gently() -> None:
         clock.now += RECOVERY_SECONDS
         governor._refill()
     assert governor.rate == 10.0
+
+
+def worst_excess(times: list[float], rate: float, burst: int) -> float:
+    """The most calls any window held beyond ``burst + rate * window``."""
+    excess = 0.0
+    for i, start in enumerate(times):
+        for j in range(i, len(times)):
+            excess = max(excess, (j - i + 1) - (burst + rate * (times[j] - start)))
+    return excess
+
+
+async def test_no_window_holds_more_than_burst_plus_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty workers asking at once, with throttling now and then: over any stretch of t virtual seconds,
+    at most burst + rate * t calls go out."""
+    clock = Clock()
+    granted: list[float] = []
+
+    async def virtual_sleep(seconds: float) -> None:
+        clock.now += seconds
+        await real_sleep(0)
+
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(asyncio, "sleep", virtual_sleep)
+    governor = Governor(12.0, 4, clock=clock)
+
+    async def worker(number: int) -> None:
+        for call in range(15):
+            await governor.acquire()
+            granted.append(clock.now)
+            if (number + call) % 37 == 0:
+                governor.throttled()
+
+    await asyncio.gather(*(worker(n) for n in range(20)))
+    assert len(granted) == 300
+    assert worst_excess(granted, 12.0, 4) <= 1e-9
+    assert clock.now > (300 - 4) / 12.0  # the throttling slowed it below the configured rate
 
 
 def test_backoff_doubles_with_jitter_within_bounds() -> None:

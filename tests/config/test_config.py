@@ -12,7 +12,7 @@ from gateway.config import parse_config as parse_document
 from gateway.errors import ConfigError
 from gateway.settings import Settings
 
-from .helpers import ROOT
+from ..helpers import ROOT
 
 HOST = Host("mx.host.test", 24 * 1024**3, lambda path: path.is_file())
 

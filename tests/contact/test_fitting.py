@@ -8,7 +8,7 @@ from gateway.contact import contract, fitting
 from gateway.contact.fitting import EMPTY_BODY, TRUNCATION_NOTE, attachment_names, fit_mail
 from gateway.message.mime import Mailbox, ParsedMail
 from gateway.message.structure import Attachment
-from gateway.settings import ContentPolicy
+from gateway.settings import Body, ContentPolicy
 
 POLICY = ContentPolicy()
 
@@ -25,7 +25,7 @@ POLICY = ContentPolicy()
     ],
 )
 def test_body_choice(mail: ParsedMail, prefer: str, body: str, content_type: str) -> None:
-    fitted = fit_mail(mail, ContentPolicy(prefer_body=prefer))
+    fitted = fit_mail(mail, ContentPolicy(prefer_body=Body(prefer)))
     assert (fitted.body, fitted.content_type) == (body, content_type)
     assert fitted.omissions == ()
 

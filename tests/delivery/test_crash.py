@@ -21,11 +21,11 @@ from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
 
-from gateway.delivery.spool import Spool
+from gateway.delivery.spool import MailState, Spool
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 
-from .helpers import ROOT, wait_until
+from ..helpers import ROOT, wait_until
 
 MAILS = 300
 CLIENTS = 6
@@ -166,6 +166,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         return kills
 
     kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    assert kills is not None
     assert kills >= 3, "the gateway was not killed often enough for the test to mean anything"
     assert accepted == set(mails)
 
@@ -182,6 +183,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     assert max(counts.values()) == 1  # none twice
     spool = Spool(tmp_path / "spool", create=False)
     left = spool.counts()
-    assert left["queued"] == left["active"] == left["deferred"] == left["dead"] == 0
+    assert left[MailState.QUEUED] == left[MailState.ACTIVE] == left[MailState.DEFERRED] == 0
+    assert left[MailState.DEAD] == 0
     calls = len(emulator.connect.calls)
     print(f"\n{MAILS} mails ({resent} resent by clients), {kills} SIGKILLs, {calls} calls to Connect, {left}")

@@ -26,7 +26,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import RouteSettings, Settings
 
-from .helpers import (
+from ..helpers import (
     CREDENTIALS,
     ROOT,
     contacts,

@@ -23,8 +23,8 @@ from gateway.service.gateway import Gateway
 from gateway.service.preflight import PROBE_PREFIX
 from gateway.settings import AttachmentSettings, QueueSettings, Settings, SmtpSettings
 
-from .helpers import ROOT
-from .helpers import http_get as get
+from ..helpers import ROOT
+from ..helpers import http_get as get
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"

@@ -134,7 +134,7 @@ def _lengthened(value: str, length: int) -> str:
 
 
 MUTATIONS = list(mutations())
-DOCUMENTED = [
+DOCUMENTED: list[tuple[str, dict[str, Any]]] = [
     (
         "49 additional recipients at most (To and Cc together)",
         {

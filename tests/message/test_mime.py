@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from email.message import EmailMessage
+from typing import cast
 
 from gateway.message.mime import parse_mail
 
@@ -56,7 +57,7 @@ def test_related_html_keeps_inline_images_as_attachments() -> None:
     message["Subject"] = "inline"
     message.set_content("text")
     message.add_alternative('<img src="cid:logo@x">', subtype="html")
-    html_part = message.get_payload()[1]
+    html_part = cast("list[EmailMessage]", message.get_payload())[1]
     html_part.add_related(PNG, maintype="image", subtype="png", cid="<logo@x>")
     mail = parse_mail(message.as_bytes())
     assert mail.html_body is not None and "cid:logo@x" in mail.html_body

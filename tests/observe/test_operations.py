@@ -26,7 +26,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import Settings
 
-from .helpers import (
+from ..helpers import (
     CREDENTIALS,
     RecordingSink,
     SmtpClient,
@@ -38,7 +38,7 @@ from .helpers import (
     spool_settings,
     wait_until,
 )
-from .helpers import (
+from ..helpers import (
     http_get as get,
 )
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, Settings
 
-from .helpers import CREDENTIALS, SmtpClient, contacts, spool_settings, wait_until
+from ..helpers import CREDENTIALS, SmtpClient, contacts, spool_settings, wait_until
 
 
 def mail_with(*files: tuple[str, str, bytes]) -> bytes:
@@ -39,7 +40,7 @@ def fetch(locator: str, s3: EmbeddedS3) -> bytes:
     return bytes(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def with_attachments(settings: Settings, **changes: object) -> Settings:
+def with_attachments(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, attachments=replace(settings.attachments, **changes))
 
 

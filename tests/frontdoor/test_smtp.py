@@ -14,7 +14,7 @@ from gateway.replies import Replies, Reply
 from gateway.sandbox.run import sandbox_route
 from gateway.settings import SmtpSettings
 
-from .helpers import RecordingSink, SmtpClient, make_door
+from ..helpers import RecordingSink, SmtpClient, make_door
 
 
 class ExplodingSink(RecordingSink):

@@ -32,7 +32,7 @@ from gateway.settings import (
     TlsSettings,
 )
 
-from .helpers import RecordingSink, make_door
+from ..helpers import RecordingSink, make_door
 
 ROUTES = [
     RouteSettings(match="support@example.com", instance_id="i-1"),

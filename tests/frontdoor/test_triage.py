@@ -17,7 +17,7 @@ from gateway.message.automatic import classify
 from gateway.replies import Replies
 from gateway.settings import AccessSettings, AuthSettings, LimitSettings
 
-from .helpers import Clock
+from ..helpers import Clock
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, AwsSettings, Settings
 
-from .helpers import CREDENTIALS, SmtpClient, make_settings, wait_until
+from ..helpers import CREDENTIALS, SmtpClient, make_settings, wait_until
 
 PDF = b"%PDF-1.7\n" + os.urandom(5000)
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(3000)

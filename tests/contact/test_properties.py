@@ -40,7 +40,7 @@ def _encodable(charset: str) -> st.SearchStrategy[str]:
             return False
         return True
 
-    alphabet = st.characters(blacklist_categories=("Cs",), max_codepoint=0x9FFF)
+    alphabet = st.characters(exclude_categories=["Cs"], max_codepoint=0x9FFF)
     return st.text(alphabet, max_size=200).filter(fits)
 
 
