@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from gateway.contact import contract
 
-from .helpers import ROOT, Sandbox, unavailable
+from .helpers import ROOT, Sandbox, make_mail, unavailable
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -30,13 +29,13 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def eml(tmp_path: Path) -> Path:
-    message = EmailMessage()
-    message["From"] = "Kunde <kunde@client.test>"
-    message["To"] = "support@example.com, other@example.org"
-    message["Subject"] = "Parse me"
-    message["Message-ID"] = "<p1@client.test>"
-    message.set_content("hello")
-    message.add_attachment(b"data", maintype="application", subtype="pdf", filename="a.pdf")
+    message = make_mail(
+        sender="Kunde <kunde@client.test>",
+        to="support@example.com, other@example.org",
+        subject="Parse me",
+        message_id="<p1@client.test>",
+        attachments=[("a.pdf", "application/pdf", b"data")],
+    )
     path = tmp_path / "mail.eml"
     path.write_bytes(message.as_bytes())
     return path

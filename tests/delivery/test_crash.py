@@ -18,14 +18,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from email.message import EmailMessage
 from pathlib import Path
 
 from gateway.delivery.spool import MailState, Spool
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 
-from ..helpers import ROOT, wait_until
+from ..helpers import ROOT, make_mail, wait_until
 
 MAILS = 300
 CLIENTS = 6
@@ -71,14 +70,13 @@ instance_id = "crash-instance"
 
 
 def message(number: int) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = f"customer{number}@client.test"
-    mail["To"] = "support@example.com"
-    mail["Subject"] = f"Mail number {number}"
-    mail["Message-ID"] = f"<crash-{number}@client.test>"
-    mail.set_content(f"body {number}")
-    mail.add_attachment(os.urandom(512), maintype="application", subtype="pdf", filename=f"{number}.pdf")
-    return mail.as_bytes()
+    return make_mail(
+        sender=f"customer{number}@client.test",
+        subject=f"Mail number {number}",
+        message_id=f"<crash-{number}@client.test>",
+        text=f"body {number}",
+        attachments=[(f"{number}.pdf", "application/pdf", os.urandom(512))],
+    ).as_bytes()
 
 
 def send_until_accepted(port: int, number: int, raw: bytes) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import replace
-from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,13 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, Settings
 
-from ..helpers import CREDENTIALS, SmtpClient, contacts, spool_settings, wait_until
+from ..helpers import CREDENTIALS, SmtpClient, contacts, make_mail, spool_settings, wait_until
 
 
 def mail_with(*files: tuple[str, str, bytes]) -> bytes:
-    message = EmailMessage()
-    message["From"] = "customer@client.test"
-    message["To"] = "support@example.com"
-    message["Subject"] = "Files"
-    message["Message-ID"] = "<files@client.test>"
-    message.set_content("see the files")
-    for name, content_type, data in files:
-        maintype, subtype = content_type.split("/")
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    message = make_mail(
+        subject="Files", message_id="<files@client.test>", text="see the files", attachments=files
+    )
     return message.as_bytes(policy=SMTP)
 
 
@@ -105,12 +98,7 @@ async def test_the_original_of_every_mail_when_the_operator_asks(
 async def test_a_long_body_is_cut_with_a_note_and_the_original_linked(
     settings: Settings, emulator: EmulatorServer, s3_server: EmbeddedS3
 ) -> None:
-    message = EmailMessage()
-    message["From"] = "customer@client.test"
-    message["To"] = "support@example.com"
-    message["Subject"] = "Long"
-    message.set_content("line of text\n" * 500_000)  # 6.5 MB
-    raw = message.as_bytes(policy=SMTP)
+    raw = make_mail(subject="Long", text="line of text\n" * 500_000).as_bytes(policy=SMTP)  # 6.5 MB
     async with Gateway(with_attachments(settings), CREDENTIALS) as gateway:
         code, _ = await SmtpClient(gateway.smtp_port).send(raw)
     assert code == 250

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import Sandbox, unavailable
+from ..helpers import Sandbox, make_mail, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -305,9 +305,6 @@ def test_page_and_body_carry_a_restrictive_policy(sandbox: Sandbox) -> None:
 
 
 def html_mail() -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = "a@shop.test"
-    message["To"] = "support@example.com"
-    message["Subject"] = "html"
+    message = make_mail(sender="a@shop.test", subject="html")
     message.set_content("<p>hi</p>\n", subtype="html")
     return message

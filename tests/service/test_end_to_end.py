@@ -6,7 +6,6 @@ import asyncio
 import base64
 import os
 from dataclasses import replace
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,21 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AttachmentSettings, AwsSettings, Settings
 
-from ..helpers import CREDENTIALS, SmtpClient, make_settings, wait_until
+from ..helpers import CREDENTIALS, SmtpClient, make_mail, make_settings, wait_until
 
 PDF = b"%PDF-1.7\n" + os.urandom(5000)
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(3000)
 
 
 def customer_mail(subject: str = "Frage zur Rechnung — 請求書", **headers: str) -> bytes:
-    message = EmailMessage()
-    message["From"] = "Zoë Kundin <zoe@kunde.test>"
-    message["To"] = "support@example.com"
-    message["Cc"] = "Chef <chef@kunde.test>"
-    message["Subject"] = subject
-    message["Message-Id"] = "<20261127.42@kunde.test>"
-    for name, value in headers.items():
-        message[name] = value
-    message.set_content("Guten Tag,\nanbei die Unterlagen.\n")
-    message.add_attachment(PDF, maintype="application", subtype="pdf", filename="Rechnung März.pdf")
-    message.add_attachment(PNG, maintype="image", subtype="png", filename="screenshot.png")
-    return message.as_bytes()
+    return make_mail(
+        sender="Zoë Kundin <zoe@kunde.test>",
+        subject=subject,
+        message_id="<20261127.42@kunde.test>",
+        text="Guten Tag,\nanbei die Unterlagen.\n",
+        attachments=[("Rechnung März.pdf", "application/pdf", PDF), ("screenshot.png", "image/png", PNG)],
+        headers={"Cc": "Chef <chef@kunde.test>", **headers},
+    ).as_bytes()
 
 
 async def download(url: str) -> bytes:
