@@ -16,8 +16,9 @@ from gateway.aws.attachments import DryRunStore
 from gateway.config import load_config
 from gateway.contact.routing import Router
 from gateway.delivery.deliverer import Deliverer, unique_targets
+from gateway.delivery.reading import read_here
 from gateway.errors import ConfigError, RefusedError
-from gateway.mail import Target
+from gateway.mail import InMemoryContent, Target
 from gateway.observe.mail_log import configure_logging
 from gateway.settings import (
     CONNECT_DEFAULT_FILE_TYPES,
@@ -268,8 +269,8 @@ def _parse(args: argparse.Namespace) -> int:
     raw = args.file.read_bytes()
     store = DryRunStore(settings.attachments, settings.aws)
     deliverer = Deliverer(store, _NothingSent(), settings.attachments, settings.content_policy)
-    fitted = deliverer.fit(raw)
-    mail = fitted.mail
+    read = read_here(raw, settings.content_policy, received=False)  # a file keeps its own line ends
+    mail = read.fitted.mail
     router = Router(settings.routes)
     candidates = args.rcpt or [m.address for m in (*mail.to, *mail.cc)] or [PARSE_FALLBACK_RECIPIENT]
     targets = _routable(router, candidates)
@@ -279,7 +280,7 @@ def _parse(args: argparse.Namespace) -> int:
             return 1
         targets = _routable(router, [PARSE_FALLBACK_RECIPIENT])
     sender = mail.sender.address if mail.sender else ""
-    requests = asyncio.run(deliverer.build(raw, fitted, unique_targets(targets), sender))
+    requests = asyncio.run(deliverer.build(InMemoryContent(raw), read, unique_targets(targets), sender))
     print(json.dumps(requests, indent=2, ensure_ascii=False))
     return 0 if requests else 1
 

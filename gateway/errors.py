@@ -5,6 +5,7 @@
     GatewayError                    .reply: Reply; .transient
     ├── RefusedError                refused at an SMTP command (bad address, relay attempt, size)
     ├── ConfigError                 the configuration file is wrong (raised at start, never sent)
+    ├── UnreadableError             a mail that cannot be read within its budget (poison): never retried as is
     ├── SpoolError                  4xx: the spool could not be written (raised at the spool's boundary)
     │   └── SpoolFullError          its disk is full: 452 4.3.1, as Postfix says it
     └── DeliveryError               a mail could not become a contact (.service, .code, .message)
@@ -42,6 +43,7 @@ __all__ = [
     "ThrottledError",
     "TransientError",
     "UnavailableError",
+    "UnreadableError",
 ]
 
 
@@ -69,6 +71,11 @@ class RefusedError(GatewayError):
 
 class ConfigError(GatewayError):
     """A bad configuration file; the message names the key (``routes[2].match: ...``)."""
+
+
+class UnreadableError(GatewayError):
+    """The mail could not be read (parsed) within its budget of time and memory, or its reading crashed:
+    reading it again would end the same way. It becomes a contact saying so, or a dead letter."""
 
 
 class SpoolError(GatewayError):

@@ -2,20 +2,36 @@
 
 :class:`ReceivedMail` is the envelope (sender, recipients, the :class:`Target` each recipient was routed to
 at RCPT time) and the content as received. The content is a :class:`MailContent`, a source of bytes the
-stages read as they need (the header section, or the whole mail): in memory today, a spool file or an S3
-object where the mail is kept there, without any stage changing. A :class:`MailSink` takes the mail at
-the end of DATA and answers the reply.
+stages read as they need (the header section, or the whole mail): in memory for a small mail, a spool
+file for a large one (or an S3 object where the mail is kept there), without any stage changing. A
+:class:`MailSink` gives the front door a :class:`MailWriter` for the bytes as they arrive, takes the mail
+at the end of DATA and answers the reply.
 """
 
 from __future__ import annotations
 
+import io
+import mmap
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from gateway.replies import Reply
 from gateway.settings import RouteSettings
 
-__all__ = ["InMemoryContent", "MailContent", "MailSink", "ReceivedMail", "Target"]
+__all__ = [
+    "Blob",
+    "FileContent",
+    "InMemoryContent",
+    "InMemoryWriter",
+    "MailContent",
+    "MailSink",
+    "MailWriter",
+    "ReceivedMail",
+    "Target",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +48,20 @@ class Target:
         return self.route.instance_id, self.destination.casefold()
 
 
-class MailContent(Protocol):
-    """The bytes of a mail exactly as received (CRLF line ends, dot-stuffing removed)."""
+class Blob(Protocol):
+    """Bytes of a known size that can be read as a stream: a mail, or an attachment's body (in memory, or
+    in a file), so that an upload never needs them all in memory."""
 
     @property
     def size(self) -> int: ...
+
+    def open(self) -> BinaryIO:
+        """A fresh binary stream over the bytes, from the start; the caller closes it."""
+        ...
+
+
+class MailContent(Blob, Protocol):
+    """The bytes of a mail exactly as received (CRLF line ends, dot-stuffing removed)."""
 
     def head(self, limit: int) -> bytes:
         """At most the first ``limit`` bytes: the header section, without reading the rest."""
@@ -44,6 +69,10 @@ class MailContent(Protocol):
 
     def read(self) -> bytes:
         """The whole mail, for the readers that need all of it (the MIME parser, the spool)."""
+        ...
+
+    def view(self) -> AbstractContextManager[bytes | mmap.mmap]:
+        """The whole mail without a copy (a memory map of its file), for readers that scan it."""
         ...
 
 
@@ -58,8 +87,74 @@ class InMemoryContent:
     def head(self, limit: int) -> bytes:
         return self.data[:limit]
 
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data)
+
     def read(self) -> bytes:
         return self.data
+
+    def view(self) -> AbstractContextManager[bytes | mmap.mmap]:
+        return nullcontext(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class FileContent:
+    """A mail kept in a file (a large one, in the spool): read when a stage asks, never held for long."""
+
+    path: Path
+    size: int
+
+    def head(self, limit: int) -> bytes:
+        with open(self.path, "rb") as file:
+            return file.read(limit)
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb")
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+    def view(self) -> AbstractContextManager[bytes | mmap.mmap]:
+        return _mapped(self.path, self.size)
+
+
+@contextmanager
+def _mapped(path: Path, size: int) -> Iterator[bytes | mmap.mmap]:
+    if size == 0:  # an empty file cannot be mapped
+        yield b""
+        return
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        yield mapped
+
+
+class MailWriter(Protocol):
+    """Where the front door puts a mail's bytes as they arrive."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> MailContent:
+        """All bytes are in: the content, wherever the writer kept it."""
+        ...
+
+    def discard(self) -> None:
+        """The mail was refused or cut short: keep nothing."""
+        ...
+
+
+class InMemoryWriter:
+    """Keeps the bytes in memory (tests, and the gateway's own small mails)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def close(self) -> MailContent:
+        return InMemoryContent(b"".join(self._parts))
+
+    def discard(self) -> None:
+        self._parts.clear()
 
 
 @dataclass(frozen=True)
@@ -75,6 +170,10 @@ class ReceivedMail:
 
 
 class MailSink(Protocol):
+    def writer(self) -> MailWriter:
+        """Where the bytes of the next mail go while they arrive."""
+        ...
+
     def room_for(self, size: int) -> Reply | None:
         """A refusal when a mail of ``size`` bytes could not be kept now (asked at MAIL FROM)."""
         ...

@@ -62,6 +62,7 @@ class Replies:
         421, "4.7.0", "Too many connections from your address; try again later"
     )
     TIMEOUT = Reply(421, "4.4.2", "Timeout: closing the connection")
+    TOO_MANY_COMMANDS = Reply(421, "4.7.0", "Too many commands without a mail; closing the connection")
     TOO_MANY_MAILS = Reply(450, "4.7.1", "Too many mails from your address; please slow down")
     TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the others in another transaction")
     AUTH_BLOCKED = Reply(454, "4.7.0", "Too many failed authentications; please try again later")
@@ -102,6 +103,7 @@ class Replies:
         552, "5.3.4", "The header section is larger than the {limit} bytes this gateway accepts"
     )
     TOO_MANY_PARTS = Reply(554, "5.6.0", "The message has more than {limit} MIME parts")
+    NESTED_TOO_DEEP = Reply(554, "5.6.0", "The message nests MIME parts more than {limit} levels deep")
     TOO_BIG = Reply(552, "5.3.4", "Message too big: this gateway accepts at most {limit} bytes")
     LINE_TOO_LONG = Reply(
         552, "5.3.4", "A line of this message is longer than the {limit} bytes this gateway accepts"
@@ -111,6 +113,7 @@ class Replies:
 
     # 5xx: the contact service refused the message as built
     REFUSED_BY_CONNECT = Reply(554, "5.6.0", "Amazon Connect refused this message")
+    UNREADABLE = Reply(554, "5.6.0", "This message could not be read")
     EXPIRED = Reply(
         554, "5.4.7", "Delivery time expired: Amazon Connect could not take the message for {age}"
     )

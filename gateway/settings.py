@@ -38,6 +38,7 @@ __all__ = [
     "SmtpSettings",
     "StoreOriginal",
     "TlsSettings",
+    "Unreadable",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # what SES inbound accepts, headers included
@@ -54,6 +55,13 @@ class AutomaticPolicy(StrEnum):
     FORWARD = "forward"  # delivered, marked with the gateway_automatic attribute
     REFUSE = "refuse"  # 550 5.7.1
     DROP = "drop"  # kept in the spool as parked, never delivered by itself
+
+
+class Unreadable(StrEnum):
+    """What becomes of a mail that cannot be read within its budget (poison)."""
+
+    CONTACT = "contact"  # a contact saying it could not be read, the original stored and linked
+    DEAD = "dead"  # a dead letter, and a notification to the sender
 
 
 class StoreOriginal(StrEnum):
@@ -131,7 +139,11 @@ class LimitSettings:
     max_line_length: int = 64 * 1024
     max_header_size: int = 1024 * 1024
     max_mime_parts: int = 1000
+    max_nesting: int = (
+        100  # multiparts and attached messages within one another (Postfix's mime_nesting_limit)
+    )
     max_received_headers: int = 25
+    max_junk_commands: int = 100  # NOOP, RSET, VRFY, HELP without a mail: then 421 (Postfix: 100)
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ class SmtpSettings:
     port: int = 2525
     hostname: str = "localhost"  # the configuration file's default is the machine's FQDN
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    postmaster: str | None = (
+        None  # where mail to postmaster goes; unset: the first route with a fixed address
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +235,11 @@ class QueueSettings:
     retry_max: float = 3600.0
     min_free_disk: int = 512 * 1024 * 1024
     shutdown_grace: float = 30.0
+    max_attempts: int = 100  # then a transiently failing mail is given up too, however young
+    unreadable: Unreadable = Unreadable.CONTACT
+    read_budget: float = 60.0  # seconds to read (parse and fit) one mail; then it is unreadable
+    readers: int = 2  # reader processes (reading is CPU-bound: about one per core)
+    reader_memory: int = 1024 * 1024 * 1024  # address space of each reader process (RLIMIT_AS)
     smarthost: tuple[str, int] | None = None  # where delivery status notifications are sent
 
 

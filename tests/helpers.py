@@ -23,7 +23,7 @@ from gateway.aws.clients import StaticCredentials
 from gateway.contact.routing import Router
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.smtp import FrontDoor
-from gateway.mail import ReceivedMail
+from gateway.mail import InMemoryWriter, MailWriter, ReceivedMail
 from gateway.replies import Replies, Reply
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import SANDBOX_KEY, EmbeddedS3
@@ -243,6 +243,9 @@ class RecordingSink:
         self.reply = reply
         self.mails: list[ReceivedMail] = []
         self.parked: list[ReceivedMail] = []
+
+    def writer(self) -> MailWriter:
+        return InMemoryWriter()
 
     def room_for(self, size: int) -> Reply | None:
         return None

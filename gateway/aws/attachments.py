@@ -10,7 +10,6 @@ or the endpoint's own URL), never by a presigned URL, which dies with the creden
 
 from __future__ import annotations
 
-import io
 import re
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -18,6 +17,7 @@ from urllib.parse import quote
 from gateway.aws.boundary import translated
 from gateway.contact import contract
 from gateway.errors import MisconfiguredError
+from gateway.mail import Blob
 from gateway.observe.metrics import Metrics
 from gateway.settings import AttachmentSettings, AwsSettings
 
@@ -37,11 +37,11 @@ __all__ = [
 
 
 class AttachmentStore(Protocol):
-    async def store(self, key: str, data: bytes, content_type: str, filename: str) -> str:
+    async def store(self, key: str, data: Blob, content_type: str, filename: str) -> str:
         """Keep the bytes under ``key`` and return a URL Connect can download them from."""
         ...
 
-    async def keep(self, key: str, data: bytes, content_type: str) -> str:
+    async def keep(self, key: str, data: Blob, content_type: str) -> str:
         """Keep the bytes under ``key`` and return a stable locator for people (not a presigned URL)."""
         ...
 
@@ -89,28 +89,30 @@ class S3AttachmentStore:
         self._aws = aws or AwsSettings()
         self._metrics = metrics or Metrics()
 
-    async def _put(self, key: str, data: bytes, content_type: str, filename: str) -> None:
+    async def _put(self, key: str, data: Blob, content_type: str, filename: str) -> None:
         settings = self._settings
         extra: dict[str, Any] = {}
         if settings.sse:
             extra["ServerSideEncryption"] = settings.sse
         if settings.kms_key_id:
             extra["SSEKMSKeyId"] = settings.kms_key_id
-        with self._metrics.aws_call("s3"), translated("s3"):
+        # A stream (from memory or from the file the bytes are in): uploaded in chunks, never copied whole.
+        with data.open() as body, self._metrics.aws_call("s3"), translated("s3"):
             await self._client.put_object(
                 Bucket=settings.bucket,
                 Key=key,
-                Body=io.BytesIO(data),  # a stream: aiohttp would block the loop copying large bytes
+                Body=body,
+                ContentLength=data.size,
                 ContentType=safe_content_type(content_type),
                 ContentDisposition=content_disposition(filename),
                 **extra,
             )
 
-    async def store(self, key: str, data: bytes, content_type: str, filename: str) -> str:
+    async def store(self, key: str, data: Blob, content_type: str, filename: str) -> str:
         await self._put(key, data, content_type, filename)
         return await self.presigned_url(key)
 
-    async def keep(self, key: str, data: bytes, content_type: str) -> str:
+    async def keep(self, key: str, data: Blob, content_type: str) -> str:
         await self._put(key, data, content_type, key.rsplit("/", 1)[-1])
         return object_locator(self._settings, self._aws, key)
 
@@ -140,8 +142,8 @@ class DryRunStore:
         self._settings = settings
         self._aws = aws
 
-    async def store(self, key: str, data: bytes, content_type: str, filename: str) -> str:
+    async def store(self, key: str, data: Blob, content_type: str, filename: str) -> str:
         return f"https://{self._settings.bucket}.s3.{self._aws.region}.amazonaws.com/{quote(key)}"
 
-    async def keep(self, key: str, data: bytes, content_type: str) -> str:
+    async def keep(self, key: str, data: Blob, content_type: str) -> str:
         return object_locator(self._settings, self._aws, key)

@@ -137,6 +137,8 @@ def parse_limits(table: Table, max_message_size: int, memory: int) -> LimitSetti
         "max_mails_per_client_per_minute",
         "max_recipients",
         "max_mime_parts",
+        "max_nesting",
+        "max_junk_commands",
         "max_received_headers",
     ):
         values[key] = table.check(key, table.get(key, int, getattr(defaults, key)), _at_least_one)

@@ -21,7 +21,8 @@ from gateway.addresses import AddressError, parse_address
 from gateway.config.frontdoor import parse_access, parse_auth, parse_automatic, parse_limits, parse_tls
 from gateway.config.table import Table, split_host_port
 from gateway.contact import contract
-from gateway.errors import ConfigError
+from gateway.contact.routing import Router
+from gateway.errors import ConfigError, RefusedError
 from gateway.settings import (
     AttachmentSettings,
     AwsSettings,
@@ -91,6 +92,7 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
     log = _log(top.table("log"))
     http = _http(top.table("http"))
     top.done()
+    _postmaster_routed(smtp, routes)
     return Settings(
         smtp=smtp,
         aws=aws,
@@ -130,8 +132,29 @@ def _smtp(table: Table, machine_name: str) -> SmtpSettings:
     size = table.check(
         "max_message_size", table.get("max_message_size", int, defaults.max_message_size), _positive
     )
+    postmaster = table.check("postmaster", table.text("postmaster"), _address)
     table.done()
-    return SmtpSettings(host=host, port=port, hostname=hostname, max_message_size=size)
+    return SmtpSettings(host=host, port=port, hostname=hostname, max_message_size=size, postmaster=postmaster)
+
+
+def _address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_address(value)
+    except AddressError as error:
+        return str(error)
+    return None
+
+
+def _postmaster_routed(smtp: SmtpSettings, routes: tuple[RouteSettings, ...]) -> None:
+    """``[smtp] postmaster`` must be an address some route takes (it is routed like any recipient)."""
+    if smtp.postmaster is None:
+        return
+    try:
+        Router(routes).resolve(parse_address(smtp.postmaster))
+    except RefusedError as refusal:
+        raise ConfigError(f"smtp.postmaster: no route takes {smtp.postmaster} ({refusal.reply})") from None
 
 
 def _aws(table: Table) -> AwsSettings:
@@ -251,6 +274,15 @@ def _queue(table: Table) -> QueueSettings:
         retry_max=retry_max,
         min_free_disk=table.size("min_free_disk", defaults.min_free_disk),
         shutdown_grace=table.duration("shutdown_grace", defaults.shutdown_grace),
+        max_attempts=table.check(
+            "max_attempts", table.get("max_attempts", int, defaults.max_attempts), _positive
+        ),
+        unreadable=table.choice("unreadable", defaults.unreadable),
+        read_budget=table.check(
+            "read_budget", table.duration("read_budget", defaults.read_budget), _positive
+        ),
+        readers=table.check("readers", table.get("readers", int, defaults.readers), _positive),
+        reader_memory=table.size("reader_memory", defaults.reader_memory),
         smarthost=table.host_port("smarthost", defaults.smarthost),
     )
     table.done()

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import botocore.session
 import regex
-from botocore.model import OperationModel
 
-__all__ = ["OPERATION", "Limits", "Violation", "limits", "operation_model", "violations"]
+if TYPE_CHECKING:
+    from botocore.model import OperationModel
+
+__all__ = ["OPERATION", "Limits", "Violation", "adopt", "limits", "operation_model", "violations"]
 
 OPERATION = "StartEmailContact"
 
@@ -34,6 +35,8 @@ ATTACHMENT_URL_SCHEMES = ("http://", "https://")
 
 @functools.cache
 def operation_model() -> OperationModel:
+    import botocore.session  # here, not above: a process given its limits (adopt) never loads the model
+
     session = botocore.session.get_session()
     return session.get_service_model("connect").operation_model(OPERATION)
 
@@ -76,8 +79,21 @@ class Limits:
     header_names: tuple[str, ...]
 
 
-@functools.cache
+_adopted: Limits | None = None
+
+
+def adopt(known: Limits) -> None:
+    """Use limits read by another process (a parse worker's parent), instead of loading the model here."""
+    global _adopted
+    _adopted = known
+
+
 def limits() -> Limits:
+    return _adopted or _model_limits()
+
+
+@functools.cache
+def _model_limits() -> Limits:
     def maximum(*path: str) -> int:
         return int(_shape(*path).metadata["max"])
 

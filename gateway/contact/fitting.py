@@ -18,20 +18,26 @@ from dataclasses import dataclass, replace
 import regex
 
 from gateway.contact import contract
-from gateway.message.mime import ParsedMail
+from gateway.message.mime import ParsedMail, parse_mail
 from gateway.message.structure import Attachment
 from gateway.settings import ContentPolicy
 
 __all__ = [
     "EMPTY_BODY",
     "TRUNCATION_NOTE",
+    "UNREADABLE_BODY",
     "FittedMail",
     "attachment_names",
     "clean_line",
     "fit_mail",
+    "unreadable_mail",
 ]
 
 EMPTY_BODY = "(This email has no text.)"
+UNREADABLE_BODY = (
+    "The gateway could not read this email ({reason}), so this contact shows only what its header says."
+    ' The original message is kept as it arrived: see the reference "Original email".'
+)
 TRUNCATION_NOTE = "\n\n[The gateway shortened this body to fit Amazon Connect's size limit.]"
 REPORT_HEADING = "Delivery report"
 
@@ -54,6 +60,24 @@ class FittedMail:
         """The same contact when Connect refuses the attachments themselves."""
         left_out = tuple(f"{name} ({reason})" for name in self.names)
         return replace(self, attachments=(), names=(), omissions=self.omissions + left_out)
+
+
+def unreadable_mail(head: bytes, reason: str) -> FittedMail:
+    """The contact of a mail that could not be read: what its header section (``head``: its first bytes,
+    bounded) says, and a body that says why there is nothing more. The whole message is an omission, so
+    the original is stored and linked."""
+    end = head.find(b"\r\n\r\n")
+    mail = parse_mail(head[: end + 4] if end >= 0 else head, received=True)
+    fitted = fit_mail(mail, ContentPolicy())
+    body = UNREADABLE_BODY.format(reason=reason)
+    return replace(
+        fitted,
+        body=body,
+        content_type="text/plain",
+        attachments=(),
+        names=(),
+        omissions=(f"the content of the message: it could not be read ({reason})",),
+    )
 
 
 def clean_line(text: str) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "OMITTED_REFERENCE",
     "ORIGINAL_REFERENCE",
     "WITHOUT_ATTACHMENTS",
+    "MailHash",
     "StoredFile",
     "build_request",
     "client_token",
@@ -56,26 +57,50 @@ class StoredFile:
     url: str
 
 
-def mail_digest(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+class MailHash:
+    """SHA-256 of the mail's bytes as received, taken once (a large mail is read from its file in chunks):
+    the S3 keys use its hex digest, and each contact's ClientToken continues it with the target."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._state = hashlib.sha256()
+        for chunk in chunks:
+            self._state.update(chunk)
+
+    @classmethod
+    def of(cls, raw: bytes | MailHash) -> MailHash:
+        return raw if isinstance(raw, MailHash) else cls((raw,))
+
+    @property
+    def hexdigest(self) -> str:
+        return self._state.hexdigest()
+
+    def continued(self, more: bytes) -> str:
+        digest = self._state.copy()
+        digest.update(more)
+        return digest.hexdigest()
 
 
-def client_token(raw: bytes, target: Target, variant: str = "") -> str:
+def mail_digest(raw: bytes | MailHash) -> str:
+    return MailHash.of(raw).hexdigest
+
+
+def client_token(raw: bytes | MailHash, target: Target, variant: str = "") -> str:
     """Same mail bytes, instance and destination: the same token, so Connect makes one contact.
 
     A ``variant`` (a request deliberately made different, such as one without its refused attachments)
     gets a token of its own, as deterministic as the first."""
-    digest = hashlib.sha256(raw)
-    digest.update(b"\0" + target.route.instance_id.encode() + b"\0" + target.destination.casefold().encode())
+    suffix = b"\0" + target.route.instance_id.encode() + b"\0" + target.destination.casefold().encode()
     if variant:
-        digest.update(b"\0" + variant.encode())
-    return digest.hexdigest()
+        suffix += b"\0" + variant.encode()
+    return MailHash.of(raw).continued(suffix)
 
 
 def build_request(
     fitted: FittedMail,
     target: Target,
-    raw: bytes,
+    raw: bytes | MailHash,
     files: Sequence[StoredFile] = (),
     envelope_sender: str | None = None,
     related_contact_id: str | None = None,

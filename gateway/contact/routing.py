@@ -19,8 +19,9 @@ from gateway.mail import Target
 from gateway.replies import Replies
 from gateway.settings import RouteSettings
 
-__all__ = ["TAG_ATTRIBUTE", "Router"]
+__all__ = ["POSTMASTER", "TAG_ATTRIBUTE", "Router"]
 
+POSTMASTER = "postmaster"
 TAG_SEPARATOR = "+"
 TAG_ATTRIBUTE = "gateway_address_tag"
 
@@ -41,10 +42,24 @@ def _pattern(route: RouteSettings) -> _Pattern:
 
 
 class Router:
-    def __init__(self, routes: Iterable[RouteSettings]) -> None:
+    def __init__(self, routes: Iterable[RouteSettings], postmaster: str | None = None) -> None:
+        """``postmaster``: where mail to postmaster goes (routed like that address): :meth:`postmaster`."""
         self._patterns = tuple(_pattern(route) for route in routes)
         self._catch_all = any(p.domain is None for p in self._patterns)
         self._domains = frozenset(p.domain for p in self._patterns if p.domain is not None)
+        self._postmaster = postmaster
+
+    def postmaster(self) -> Target:
+        """Where mail to ``postmaster`` goes (RFC 5321 §4.5.1: it must be accepted), as Postfix's postmaster
+        alias does: ``[smtp] postmaster`` routed like any recipient; unset, the first route with a fixed
+        destination. With neither, it is refused (and ``mail-gateway check`` says so)."""
+        if self._postmaster is not None:
+            return self.resolve(parse_address(self._postmaster))
+        for pattern in self._patterns:
+            fixed = pattern.route.destination or (pattern.route.match if pattern.address else None)
+            if fixed is not None:
+                return self._target(pattern.route, fixed, None)
+        raise RefusedError(Replies.UNKNOWN_RECIPIENT.format(address=f"<{POSTMASTER}>"))
 
     def resolve(self, address: Address) -> Target:
         """The target for a recipient, or :class:`RefusedError` with the reply that refuses it."""
@@ -63,6 +78,8 @@ class Router:
                 return self._target(pattern.route, pattern.route.match, None)
             if pattern.address == base.key:
                 return self._target(pattern.route, pattern.route.match, tag)
+        if base.local.casefold() == POSTMASTER:  # postmaster@ a served domain, with no route of its own
+            return self.postmaster()
         raise RefusedError(Replies.UNKNOWN_RECIPIENT.format(address=f"<{address}>"))
 
     @staticmethod

@@ -1,6 +1,8 @@
 """The one delivery path: a mail's targets into contacts, whatever the mode.
 
-For each target still to deliver: its request (the one stored by an earlier attempt, resent unchanged so
+A mail is first read (parsed and fitted) by :meth:`Deliverer.read`, in a killable worker process
+(:mod:`.reading`); one that cannot be read becomes :meth:`Deliverer.unreadable`'s contact instead. Then,
+for each target still to deliver: its request (the one stored by an earlier attempt, resent unchanged so
 that Connect's idempotency answers with the same ContactId, or one built now, the attachments and, when
 something is left out, the original uploaded once for the whole mail), then ``StartEmailContact``; when
 Connect refuses the attachments themselves, the contact once more without them, naming them and linking
@@ -23,11 +25,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.aws.attachments import AttachmentStore, attachment_key, original_key
 from gateway.aws.connect import ContactStarter
-from gateway.contact.fitting import FittedMail, fit_mail
-from gateway.contact.request import WITHOUT_ATTACHMENTS, StoredFile, build_request, mail_digest
+from gateway.contact.fitting import FittedMail, unreadable_mail
+from gateway.contact.request import WITHOUT_ATTACHMENTS, MailHash, StoredFile, build_request
+from gateway.delivery.reading import MailReader, MailSource, ReadMail, read_here
 from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequestError, ThrottledError
-from gateway.mail import Target
-from gateway.message.mime import parse_mail
+from gateway.mail import MailContent, Target
+from gateway.message.mime import HEADER_BYTES
 from gateway.observe.metrics import Metrics
 from gateway.settings import AttachmentSettings, ContentPolicy, StoreOriginal
 
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["UNPACED", "Deliverer", "Outcome", "Pacer", "Pending", "unique_targets"]
 
 log = logging.getLogger(__name__)
+
+INLINE_HASH_BYTES = 256 * 1024  # larger mails are hashed in a thread, from their file
+HASH_CHUNK_BYTES = 1024 * 1024
+HEADER_LIMIT = HEADER_BYTES  # what is read of a mail that cannot be read whole
 
 
 def unique_targets(targets: Iterable[Target]) -> list[Target]:
@@ -103,7 +110,7 @@ async def _keep_nothing(pending: Pending, request: StartEmailContactRequestTypeD
 
 
 class Deliverer:
-    """Parse and fit a mail, upload what goes with it, build requests, start contacts."""
+    """Read a mail (off the event loop), upload what goes with it, build requests, start contacts."""
 
     def __init__(
         self,
@@ -112,20 +119,32 @@ class Deliverer:
         settings: AttachmentSettings,
         policy: ContentPolicy | None = None,
         metrics: Metrics | None = None,
+        reader: MailReader | None = None,
     ) -> None:
+        """Without a ``reader`` (``mail-gateway parse``), mails are read in a thread of this process."""
         self._store = store
         self._contacts = contacts
         self._settings = settings
         self._policy = policy or ContentPolicy()
+        self._reader = reader
         self.metrics = metrics or Metrics()
 
-    def fit(self, raw: bytes) -> FittedMail:
-        return fit_mail(parse_mail(raw), self._policy)
+    async def read(self, content: MailContent, source: MailSource | None = None) -> ReadMail:
+        """The mail parsed and fitted; :class:`~gateway.errors.UnreadableError` when it cannot be."""
+        if self._reader is None:
+            return await asyncio.to_thread(read_here, content.read(), self._policy)
+        return await self._reader.read(source or MailSource.of(content))
+
+    async def unreadable(self, content: MailContent, reason: str) -> ReadMail:
+        """The contact of a mail that could not be read: its header, a body that says so, the original
+        stored and linked (nothing is lost)."""
+        fitted = await asyncio.to_thread(unreadable_mail, content.head(HEADER_LIMIT), reason)
+        return ReadMail(fitted, ())
 
     async def deliver(
         self,
-        raw: bytes,
-        fitted: FittedMail,
+        content: MailContent,
+        read: ReadMail,
         sender: str,
         pending: Sequence[Pending],
         *,
@@ -135,12 +154,12 @@ class Deliverer:
     ) -> AsyncIterator[Outcome]:
         """Each pending target's outcome, in order. After a transient error the rest waits too (the same
         fault would meet them): the outcomes end there."""
-        files = _MailFiles(self, raw, fitted)
+        mail = _Mail(self, content, read, await _hash(content))
         for item in pending:
             request = item.request
             if request is None:
                 try:
-                    request = await self._build(raw, fitted, item.target, sender, files, related)
+                    request = await self._build(mail, item.target, sender, related)
                 except DeliveryError as error:
                     yield Outcome(item, error=error)
                     if error.transient:
@@ -150,7 +169,7 @@ class Deliverer:
             outcome = await self._start(item, request, pacer)
             if isinstance(outcome.error, AttachmentsRefusedError):
                 outcome = await self._without_attachments(
-                    raw, fitted, item, request, sender, outcome.error, pacer, save
+                    mail, item, request, sender, outcome.error, pacer, save
                 )
             yield outcome
             if outcome.error is not None and outcome.error.transient:
@@ -158,33 +177,26 @@ class Deliverer:
 
     async def build(
         self,
-        raw: bytes,
-        fitted: FittedMail,
+        content: MailContent,
+        read: ReadMail,
         targets: Sequence[Target],
         sender: str,
         related: RelatedLookup | None = None,
     ) -> list[StartEmailContactRequestTypeDef]:
         """The requests the targets would get, with their attachments uploaded (``parse`` and tests)."""
-        files = _MailFiles(self, raw, fitted)
-        return [await self._build(raw, fitted, target, sender, files, related) for target in targets]
+        mail = _Mail(self, content, read, await _hash(content))
+        return [await self._build(mail, target, sender, related) for target in targets]
 
     async def _build(
-        self,
-        raw: bytes,
-        fitted: FittedMail,
-        target: Target,
-        sender: str,
-        files: _MailFiles,
-        related: RelatedLookup | None,
+        self, mail: _Mail, target: Target, sender: str, related: RelatedLookup | None
     ) -> StartEmailContactRequestTypeDef:
-        stored, original = await files.uploaded()
+        stored, original = await mail.uploaded()
         related_id = await related(target) if related else None
-        return build_request(fitted, target, raw, stored, sender, related_id, original)
+        return build_request(mail.fitted, target, mail.hash, stored, sender, related_id, original)
 
     async def _without_attachments(
         self,
-        raw: bytes,
-        fitted: FittedMail,
+        mail: _Mail,
         item: Pending,
         request: StartEmailContactRequestTypeDef,
         sender: str,
@@ -195,14 +207,16 @@ class Deliverer:
         """Connect refused the files themselves: the contact goes without them, naming them and linking the
         original; its own ClientToken keeps this one idempotent too."""
         log.warning("Connect refused the attachments (%s); delivering without them", refusal.reason)
-        stripped = fitted.without_attachments(f"Amazon Connect refused the attachments: {refusal.reason}")
+        stripped = mail.fitted.without_attachments(
+            f"Amazon Connect refused the attachments: {refusal.reason}"
+        )
         try:
-            original = await self._keep_original(raw, stripped)
+            original = await self._keep_original(mail.content, stripped, mail.hash)
         except DeliveryError as error:
             return Outcome(item, error=error)
         related_id = request.get("RelatedContactId")
         bare = build_request(
-            stripped, item.target, raw, (), sender, related_id, original, WITHOUT_ATTACHMENTS
+            stripped, item.target, mail.hash, (), sender, related_id, original, WITHOUT_ATTACHMENTS
         )
         await save(item, bare)
         return await self._start(item, bare, pacer)
@@ -221,53 +235,70 @@ class Deliverer:
         self.metrics.contacts.inc()
         return Outcome(item, contact_id=contact_id)
 
-    async def _keep_original(self, raw: bytes, fitted: FittedMail) -> str | None:
+    async def _keep_original(
+        self, content: MailContent, fitted: FittedMail, mail_hash: MailHash
+    ) -> str | None:
         """The original message in S3 whenever the contact leaves something out (or always, if asked)."""
         if not fitted.omissions and self._settings.store_original != StoreOriginal.ALWAYS:
             return None
-        return await self._store.keep(
-            original_key(self._settings.prefix, mail_digest(raw)), raw, "message/rfc822"
-        )
+        key = original_key(self._settings.prefix, mail_hash.hexdigest)
+        return await self._store.keep(key, content, "message/rfc822")
 
-    async def _upload(self, raw: bytes, fitted: FittedMail) -> list[StoredFile]:
-        """Every attachment that fits, stored once per mail; raises DeliveryError."""
+    async def _upload(self, read: ReadMail, mail_hash: MailHash) -> list[StoredFile]:
+        """Every attachment that fits, stored once per mail, streamed from memory or its file; raises
+        DeliveryError."""
+        fitted = read.fitted
         if not fitted.attachments:
             return []
-        digest = mail_digest(raw)
+        prefix, digest = self._settings.prefix, mail_hash.hexdigest
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(
                         self._store.store(
-                            attachment_key(self._settings.prefix, digest, index),
-                            attachment.data,
-                            attachment.content_type,
-                            name,
+                            attachment_key(prefix, digest, index), body, attachment.content_type, name
                         )
                     )
-                    for index, (attachment, name) in enumerate(
-                        zip(fitted.attachments, fitted.names, strict=True), start=1
+                    for index, (attachment, body, name) in enumerate(
+                        zip(fitted.attachments, read.bodies, fitted.names, strict=True), start=1
                     )
                 ]
         except* DeliveryError as group_error:
             raise group_error.exceptions[0] from None
         self.metrics.attachments.inc(len(tasks))
-        self.metrics.attachment_bytes.inc(sum(len(a.data) for a in fitted.attachments))
+        self.metrics.attachment_bytes.inc(sum(body.size for body in read.bodies))
         return [StoredFile(name, task.result()) for name, task in zip(fitted.names, tasks, strict=True)]
 
 
-class _MailFiles:
-    """A mail's attachments and original in S3: uploaded when the first request needs them, once."""
+async def _hash(content: MailContent) -> MailHash:
+    """The mail's hash (S3 keys, ClientTokens): a large mail is read from its file in a thread."""
+    if content.size <= INLINE_HASH_BYTES:
+        return MailHash((content.read(),))
 
-    def __init__(self, deliverer: Deliverer, raw: bytes, fitted: FittedMail) -> None:
+    def from_file() -> MailHash:
+        with content.open() as stream:
+            return MailHash(iter(lambda: stream.read(HASH_CHUNK_BYTES), b""))
+
+    return await asyncio.to_thread(from_file)
+
+
+class _Mail:
+    """One mail in one delivery attempt: its attachments and original uploaded when the first request
+    needs them, once."""
+
+    def __init__(
+        self, deliverer: Deliverer, content: MailContent, read: ReadMail, mail_hash: MailHash
+    ) -> None:
         self._deliverer = deliverer
-        self._raw = raw
-        self._fitted = fitted
+        self.content = content
+        self.read = read
+        self.fitted = read.fitted
+        self.hash = mail_hash
         self._done: tuple[list[StoredFile], str | None] | None = None
 
     async def uploaded(self) -> tuple[list[StoredFile], str | None]:
         if self._done is None:
-            files = await self._deliverer._upload(self._raw, self._fitted)
-            original = await self._deliverer._keep_original(self._raw, self._fitted)
+            files = await self._deliverer._upload(self.read, self.hash)
+            original = await self._deliverer._keep_original(self.content, self.fitted, self.hash)
             self._done = files, original
         return self._done

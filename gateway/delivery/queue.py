@@ -18,8 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from gateway.delivery.spool import MailState, Notice, QueuedMail, Spool
-from gateway.errors import ConfigError, DeliveryError
+from gateway.delivery.spool import DATABASE, INCOMING, MailState, Notice, QueuedMail, Spool
+from gateway.errors import ConfigError, DeliveryError, SpoolError
 from gateway.mail import ReceivedMail
 from gateway.replies import Reply
 
@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LOCK_FILE = "gateway.lock"
+# The spool's methods that write: their failures (a full disk) make the gateway unready until one works.
+WRITES = frozenset(
+    {"put_many", "put", "claim", "save_request", "delivered", "failed", "defer", "release", "bury",
+     "finish", "set_notice", "purge", "renew", "count_failure"}
+)  # fmt: skip
 
 
 class MailQueue(Protocol):
@@ -57,7 +62,14 @@ class MailQueue(Protocol):
     async def awaiting_notice(self) -> list[str]: ...
     async def related_contact(self, instance_id: str, message_ids: Sequence[str]) -> str | None: ...
     async def purge(self) -> None: ...
+    async def renew(self, mail_id: str) -> None: ...
+    async def count_failure(self, mail_id: str) -> int: ...
     def free_bytes(self) -> int: ...
+
+    @property
+    def incoming(self) -> Path:
+        """Where a mail's bytes go while it arrives, so that keeping it is a move, not a copy."""
+        ...
 
 
 class LocalQueue:
@@ -70,6 +82,7 @@ class LocalQueue:
         self._lock: int | None = None
         self._waiting: list[tuple[ReceivedMail, asyncio.Future[str]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self.write_failure: SpoolError | None = None  # the last write failed (and none worked since)
 
     async def open(self) -> int:
         """Open the spool and take it over; returns how many mails a crash had left in flight."""
@@ -82,7 +95,20 @@ class LocalQueue:
             self._lock = None
             raise ConfigError(f"queue.path: {self._path} is in use by another running gateway") from None
         self._spool = await self._run(Spool, self._path)
+        orphans = await self._call(Spool.remove_orphans)
+        if orphans:
+            log.info(
+                "removed %d file(s) of mails that never got their 250 (the senders send them again)", orphans
+            )
         return await self._call(Spool.recover)
+
+    @property
+    def incoming(self) -> Path:
+        return self._path / INCOMING
+
+    @property
+    def database(self) -> Path:
+        return self._path / DATABASE
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -97,8 +123,17 @@ class LocalQueue:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(function, *args))
 
     async def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Every use of the spool, in its thread; whether writes work is remembered for /readyz."""
         assert self._spool is not None, "the queue is not open"
-        return await self._run(partial(method, self._spool, **kwargs), *args)
+        try:
+            result = await self._run(partial(method, self._spool, **kwargs), *args)
+        except SpoolError as error:
+            if method.__name__ in WRITES:
+                self.write_failure = error
+            raise
+        if method.__name__ in WRITES:
+            self.write_failure = None
+        return result
 
     async def put(self, mail: ReceivedMail) -> str:
         """Durable when it returns. Mails arriving while a write is under way share the next one."""
@@ -130,7 +165,7 @@ class LocalQueue:
         return await self._call(Spool.claim)
 
     async def get(self, mail_id: str) -> QueuedMail | None:
-        return await self._call(Spool.get, mail_id, with_raw=True)
+        return await self._call(Spool.get, mail_id, with_content=True)
 
     async def next_due(self) -> float | None:
         return await self._call(Spool.next_due)
@@ -173,6 +208,12 @@ class LocalQueue:
 
     async def purge(self) -> None:
         await self._call(Spool.purge)
+
+    async def renew(self, mail_id: str) -> None:
+        await self._call(Spool.renew, mail_id)
+
+    async def count_failure(self, mail_id: str) -> int:
+        return await self._call(Spool.count_failure, mail_id)
 
     async def counts(self) -> dict[MailState, int]:
         return await self._call(Spool.counts)

@@ -11,13 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gateway.delivery.deliverer import Deliverer, Outcome, Pending, unique_targets
+from gateway.delivery.incoming import SpillingWriter
 from gateway.delivery.queue import MailQueue
-from gateway.errors import SpoolError
-from gateway.mail import ReceivedMail
+from gateway.errors import SpoolError, UnreadableError
+from gateway.mail import MailWriter, ReceivedMail
 from gateway.observe.mail_log import log_received
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
+from gateway.settings import Unreadable
 
 __all__ = ["DeliverNow", "SpoolIntake", "park_in", "summary_reply"]
 
@@ -31,6 +34,10 @@ class SpoolIntake:
         self._queue = queue
         self._min_free_disk = min_free_disk
         self._on_queued = on_queued
+
+    def writer(self) -> MailWriter:
+        """A large mail goes to a file beside the spool as it arrives; keeping it is then a move."""
+        return SpillingWriter(self._queue.incoming)
 
     def room_for(self, size: int) -> Reply | None:
         """Postfix's ``queue_minfree``: refuse new mail (4xx: it can clear) before the disk is full."""
@@ -95,9 +102,21 @@ class DeliverNow:
     A 4xx answer makes the client retry later; the retry is idempotent thanks to the ClientToken.
     """
 
-    def __init__(self, deliverer: Deliverer, parking: MailQueue | None = None) -> None:
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        incoming: Path,
+        parking: MailQueue | None = None,
+        unreadable: Unreadable = Unreadable.CONTACT,
+    ) -> None:
+        """``incoming``: where a large mail's bytes go while it arrives (and is delivered)."""
         self._deliverer = deliverer
+        self._incoming = incoming
         self._parking = parking
+        self._unreadable = unreadable
+
+    def writer(self) -> MailWriter:
+        return SpillingWriter(self._incoming)
 
     def room_for(self, size: int) -> Reply | None:
         return None  # nothing is stored
@@ -110,10 +129,21 @@ class DeliverNow:
 
     async def accept(self, mail: ReceivedMail) -> Reply:
         started = time.monotonic()
-        raw = mail.content.read()
         deliverer = self._deliverer
+        try:
+            read = await deliverer.read(mail.content)
+        except UnreadableError as error:
+            log.warning("a mail could not be read: %s", error)
+            deliverer.metrics.unreadable.inc()
+            if self._unreadable == Unreadable.DEAD:
+                log_received(mail, "refused", Replies.UNREADABLE.name)
+                return Replies.UNREADABLE
+            read = await deliverer.unreadable(mail.content, str(error))
         pending = [Pending(target) for target in unique_targets(mail.targets)]
-        outcomes = [o async for o in deliverer.deliver(raw, deliverer.fit(raw), mail.sender, pending)]
+        try:
+            outcomes = [o async for o in deliverer.deliver(mail.content, read, mail.sender, pending)]
+        finally:
+            read.discard()
         for outcome in outcomes:
             if outcome.error is not None:
                 log.warning("delivery to %s failed: %s", outcome.target.route.instance_id, outcome.error)

@@ -1,7 +1,10 @@
 """The spool: every mail the gateway has answered 250 for, kept durably until Connect has it.
 
 One SQLite database under ``[queue] path`` in WAL mode with ``synchronous=FULL``: a mail and its targets
-are written in one transaction that is on disk before the 250 goes out. A mail moves through states::
+are written in one transaction that is on disk before the 250 goes out. A small mail's bytes live in its
+row; a large one's in a file under ``mail/`` (written while it arrived, under ``incoming/``, then flushed
+and moved there, with its directory, before that transaction): a file no row names is an orphan of a
+crash and goes at the next start. A mail moves through states::
 
     queued ──claim──▶ active ──▶ done      (raw bytes dropped: personal data is not kept longer than needed)
       ▲                 │  └───▶ deferred ──(due)──▶ claimed again
@@ -9,8 +12,10 @@ are written in one transaction that is on disk before the 250 goes out. A mail m
       └──retry──── parked       (automatic mail under the "drop" policy: kept, never delivered by itself)
 
 Each target (one contact) keeps the request built for it, so a retry resends exactly the same request and
-Connect's idempotency answers with the same ContactId. Safe to use beside a running gateway: the operator
-commands use their own connection and SQLite's locking; a mail being delivered cannot be deleted.
+Connect's idempotency answers with the same ContactId. A claim is a lease: a mail claimed by a worker (or
+a process) that died without saying so is claimable again, and deletable, once its lease has run out.
+Safe to use beside a running gateway: the operator commands use their own connection and SQLite's
+locking; a mail being delivered cannot be deleted.
 The ``thread`` table remembers which Message-ID became which contact, for ``RelatedContactId``.
 
 The schema has a version (``PRAGMA user_version``); a spool written by an older gateway is brought up to
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import secrets
 import shutil
 import sqlite3
@@ -35,8 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from gateway.errors import DeliveryError, SpoolError, SpoolFullError
-from gateway.mail import ReceivedMail, Target
-from gateway.message.mime import header_message_id
+from gateway.mail import FileContent, InMemoryContent, MailContent, ReceivedMail, Target
+from gateway.message.mime import HEADER_BYTES, header_message_id
 from gateway.replies import Reply
 from gateway.settings import RouteSettings
 
@@ -56,6 +62,9 @@ __all__ = [
 ]
 
 DATABASE = "spool.sqlite3"
+INCOMING = "incoming"  # mails still arriving (SpillingWriter's files)
+STORED = "mail"  # large mails' bytes, one file per mail, named by its row
+LEASE_SECONDS = 600.0  # a claim unrenewed for this long was left by a worker that is gone
 THREAD_DAYS = 90  # Connect links replies within 90 days
 THREAD_MAX_ROWS = 1_000_000
 DONE_RETENTION_SECONDS = 86400
@@ -147,14 +156,21 @@ def _split_replies(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE target DROP COLUMN reply")
 
 
-SCHEMA_VERSION = 2
+def _files_leases_failures(db: sqlite3.Connection) -> None:
+    """3: large mails in files, claims with a lease, and a count of unexpected failures (poison mail)."""
+    db.execute("ALTER TABLE mail ADD COLUMN path TEXT")
+    db.execute("ALTER TABLE mail ADD COLUMN lease_until REAL")
+    db.execute("ALTER TABLE mail ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
+
+
+SCHEMA_VERSION = 3
 # Each step takes the schema from its version to the next, in one transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _split_replies}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _split_replies, 2: _files_leases_failures}
 
 
 _MAIL_COLUMNS = (
     "id, received_at, sender, recipients, message_id, size, state, attempts, next_attempt_at, last_error,"
-    " notice"
+    " notice, path, lease_until, failures"
 )
 
 
@@ -206,7 +222,9 @@ class QueuedMail:
     last_error: str | None
     notice: str | None
     targets: tuple[QueuedTarget, ...]
-    raw: bytes | None = None
+    content: MailContent | None = None  # asked for, and not yet dropped (done)
+    lease_until: float | None = None
+    failures: int = 0  # unexpected exceptions while delivering it: a mail that keeps causing them is poison
 
     @property
     def pending(self) -> list[QueuedTarget]:
@@ -231,6 +249,20 @@ def _request(text: str | None) -> StartEmailContactRequestTypeDef | None:
     return cast("StartEmailContactRequestTypeDef", json.loads(text)) if text else None
 
 
+def _abandoned(row: sqlite3.Row, now: float) -> bool:
+    """An active mail whose claim ran out: its worker (or its whole process) is gone."""
+    return bool(row["state"] == "active" and (row["lease_until"] is None or row["lease_until"] < now))
+
+
+def _sync_directory(path: Path) -> None:
+    """A file moved into ``path`` survives a power cut only once the directory itself is on disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class Spool:
     """Synchronous, one connection; the gateway runs it in a single worker thread (see :mod:`.queue`)."""
 
@@ -241,6 +273,9 @@ class Spool:
         elif not (path / DATABASE).exists():
             raise FileNotFoundError(f"no spool at {path}")
         with _boundary():
+            if create:
+                for directory in (INCOMING, STORED):
+                    (path / directory).mkdir(exist_ok=True)
             self._db = sqlite3.connect(path / DATABASE, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -294,6 +329,11 @@ class Spool:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.path).free
 
+    @property
+    def incoming(self) -> Path:
+        """Where mails are written while they arrive (on the spool's file system: moved, never copied)."""
+        return self.path / INCOMING
+
     # -- the gateway's side -------------------------------------------------------------------------
 
     def put(self, mail: ReceivedMail, now: float | None = None, state: MailState = MailState.QUEUED) -> str:
@@ -303,21 +343,30 @@ class Spool:
     def put_many(
         self, mails: Sequence[ReceivedMail], now: float | None = None, state: MailState = MailState.QUEUED
     ) -> list[str]:
-        """Store several mails in one transaction (one disk flush for all: group commit)."""
+        """Store several mails in one transaction (one disk flush for all: group commit). A large mail's
+        file is flushed and moved under ``mail/`` first, with the directory, so that the row never names a
+        file the disk does not hold."""
         now = time.time() if now is None else now
         ids = [new_id(now) for _ in mails]
+        with _boundary():
+            paths = [
+                self._keep_file(queue_id, mail.content) for queue_id, mail in zip(ids, mails, strict=True)
+            ]
+            if any(paths):
+                _sync_directory(self.path / STORED)
         with self._transaction() as db:
-            for queue_id, mail in zip(ids, mails, strict=True):
-                raw = mail.content.read()
+            for queue_id, mail, path in zip(ids, mails, paths, strict=True):
+                content = mail.content
+                raw = None if path else content.read()
                 groups: dict[tuple[str, str], tuple[Target, list[str]]] = {}
                 for recipient, target in zip(mail.recipients, mail.targets, strict=True):
                     groups.setdefault(target.key, (target, []))[1].append(recipient)
                 db.execute(
-                    "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, state,"
-                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, path,"
+                    " state, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        queue_id, now, mail.sender, json.dumps(mail.recipients), header_message_id(raw),
-                        len(raw), raw, state, now,
+                        queue_id, now, mail.sender, json.dumps(mail.recipients),
+                        header_message_id(content.head(HEADER_BYTES)), content.size, raw, path, state, now,
                     ),
                 )  # fmt: skip
                 db.executemany(
@@ -330,24 +379,76 @@ class Spool:
                 )
         return ids
 
+    def _keep_file(self, queue_id: str, content: MailContent) -> str | None:
+        """A mail that arrived in a file: flushed and moved to ``mail/<id>.eml``; its path, relative."""
+        if not isinstance(content, FileContent):
+            return None
+        relative = f"{STORED}/{queue_id}.eml"
+        try:
+            with open(content.path, "rb+") as file:
+                os.fsync(file.fileno())
+            os.replace(content.path, self.path / relative)
+        except OSError as error:  # another file system (a sync-mode mail parked): copied, then flushed
+            if error.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(content.path, self.path / relative)
+            with open(self.path / relative, "rb+") as file:
+                os.fsync(file.fileno())
+        return relative
+
+    def _drop_file(self, relative: str | None) -> None:
+        if relative:
+            (self.path / relative).unlink(missing_ok=True)
+
+    def remove_orphans(self) -> int:
+        """At start: files of mails that never got their row (a crash before the 250), and mails that were
+        still arriving. Their senders were not told 250: they send them again."""
+        with _boundary():
+            known = {row["path"] for row in self._rows("SELECT path FROM mail WHERE path IS NOT NULL")}
+            orphans = [p for p in (self.path / STORED).iterdir() if f"{STORED}/{p.name}" not in known]
+            orphans += list((self.path / INCOMING).iterdir())
+            for orphan in orphans:
+                orphan.unlink(missing_ok=True)
+        return len(orphans)
+
     def recover(self) -> int:
         """At start: mail left active by a crash is queued again (its stored requests are kept)."""
         with self._transaction() as db:
-            return db.execute("UPDATE mail SET state = 'queued' WHERE state = 'active'").rowcount
+            return db.execute(
+                "UPDATE mail SET state = 'queued', lease_until = NULL WHERE state = 'active'"
+            ).rowcount
 
-    def claim(self, now: float | None = None) -> QueuedMail | None:
-        """The next due mail, marked active, with its raw bytes; None when nothing is due."""
+    def claim(self, now: float | None = None, lease: float = LEASE_SECONDS) -> QueuedMail | None:
+        """The next due mail (or one whose claim has expired), marked active for ``lease`` seconds, with
+        its content; None when nothing is due."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id FROM mail WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT 1",
-                (now,),
+                "SELECT id FROM mail WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= ?)"
+                " OR (state = 'active' AND lease_until < ?) ORDER BY next_attempt_at LIMIT 1",
+                (now, now),
             ).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE mail SET state = 'active' WHERE id = ?", (row["id"],))
-        return self.get(row["id"], with_raw=True)
+            db.execute(
+                "UPDATE mail SET state = 'active', lease_until = ? WHERE id = ?", (now + lease, row["id"])
+            )
+        return self.get(row["id"], with_content=True)
+
+    def renew(self, mail_id: str, now: float | None = None, lease: float = LEASE_SECONDS) -> None:
+        """A worker still busy with a mail says so, before its lease runs out."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE mail SET lease_until = ? WHERE id = ? AND state = 'active'", (now + lease, mail_id)
+            )
+
+    def count_failure(self, mail_id: str) -> int:
+        """An unexpected exception while delivering the mail; how many it has caused so far."""
+        with self._transaction() as db:
+            db.execute("UPDATE mail SET failures = failures + 1 WHERE id = ?", (mail_id,))
+            row = db.execute("SELECT failures FROM mail WHERE id = ?", (mail_id,)).fetchone()
+        return int(row["failures"]) if row else 0
 
     def next_due(self) -> float | None:
         [row] = self._rows(
@@ -402,7 +503,7 @@ class Spool:
     def defer(self, mail_id: str, until: float, error: str, *, attempt: bool = True) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE mail SET state = 'deferred', next_attempt_at = ?, last_error = ?,"
+                "UPDATE mail SET state = 'deferred', next_attempt_at = ?, last_error = ?, lease_until = NULL,"
                 " attempts = attempts + ? WHERE id = ?",
                 (until, error, 1 if attempt else 0, mail_id),
             )
@@ -410,21 +511,31 @@ class Spool:
     def release(self, mail_id: str) -> None:
         """Put an active mail back as it was (shutdown before its delivery finished)."""
         with self._transaction() as db:
-            db.execute("UPDATE mail SET state = 'queued' WHERE id = ? AND state = 'active'", (mail_id,))
+            db.execute(
+                "UPDATE mail SET state = 'queued', lease_until = NULL WHERE id = ? AND state = 'active'",
+                (mail_id,),
+            )
 
     def bury(self, mail_id: str, reason: str) -> None:
         """Into the dead-letter area, with the reason; ``queue retry`` brings it back."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE mail SET state = 'dead', last_error = ?, attempts = attempts + 1 WHERE id = ?",
+                "UPDATE mail SET state = 'dead', last_error = ?, lease_until = NULL, attempts = attempts + 1"
+                " WHERE id = ?",
                 (reason, mail_id),
             )
 
     def finish(self, mail_id: str) -> None:
+        """Delivered: the bytes go (personal data is not kept longer than needed); the row stays a day."""
         with self._transaction() as db:
+            row = db.execute("SELECT path FROM mail WHERE id = ?", (mail_id,)).fetchone()
             db.execute(
-                "UPDATE mail SET state = 'done', raw = NULL, last_error = NULL WHERE id = ?", (mail_id,)
+                "UPDATE mail SET state = 'done', raw = NULL, path = NULL, last_error = NULL,"
+                " lease_until = NULL WHERE id = ?",
+                (mail_id,),
             )
+        with _boundary():
+            self._drop_file(row["path"] if row else None)
 
     def set_notice(self, mail_id: str, notice: Notice) -> None:
         """What became of the delivery status notification: sent, failed (retried later) or unsent."""
@@ -463,8 +574,8 @@ class Spool:
 
     # -- reading, and the operator's side -----------------------------------------------------------
 
-    def get(self, mail_id: str, *, with_raw: bool = False) -> QueuedMail | None:
-        columns = _MAIL_COLUMNS + (", raw" if with_raw else "")
+    def get(self, mail_id: str, *, with_content: bool = False) -> QueuedMail | None:
+        columns = _MAIL_COLUMNS + (", raw" if with_content else "")
         found = self._rows(f"SELECT {columns} FROM mail WHERE id = ?", (mail_id,))  # noqa: S608
         if not found:
             return None
@@ -500,8 +611,15 @@ class Spool:
                 )
                 for t in targets
             ),
-            raw=row["raw"] if with_raw else None,
+            content=self._content(row) if with_content else None,
+            lease_until=row["lease_until"],
+            failures=row["failures"],
         )
+
+    def _content(self, row: sqlite3.Row) -> MailContent | None:
+        if row["path"]:
+            return FileContent(self.path / row["path"], int(row["size"]))
+        return InMemoryContent(row["raw"]) if row["raw"] is not None else None
 
     def counts(self) -> dict[MailState, int]:
         found = {row[0]: row[1] for row in self._rows("SELECT state, COUNT(*) FROM mail GROUP BY state")}
@@ -517,11 +635,12 @@ class Spool:
         return [mail for row in rows if (mail := self.get(row["id"])) is not None]
 
     def retry(self, mail_id: str, now: float | None = None) -> bool:
-        """Deliver a dead, deferred or parked mail now; its refused targets are rebuilt and tried again."""
+        """Deliver a dead, deferred or parked mail now (or one whose claim expired with its worker); its
+        refused targets are rebuilt and tried again."""
         now = time.time() if now is None else now
         with self._transaction() as db:
-            row = db.execute("SELECT state FROM mail WHERE id = ?", (mail_id,)).fetchone()
-            if row is None or row["state"] not in ("dead", "deferred", "parked"):
+            row = db.execute("SELECT state, lease_until FROM mail WHERE id = ?", (mail_id,)).fetchone()
+            if row is None or not (row["state"] in ("dead", "deferred", "parked") or _abandoned(row, now)):
                 return False
             db.execute(
                 "UPDATE target SET state = 'pending', request = NULL, built_at = NULL, error = NULL,"
@@ -530,7 +649,8 @@ class Spool:
                 (mail_id,),
             )
             db.execute(
-                "UPDATE mail SET state = 'queued', next_attempt_at = ?, notice = NULL WHERE id = ?",
+                "UPDATE mail SET state = 'queued', next_attempt_at = ?, notice = NULL, lease_until = NULL,"
+                " failures = 0 WHERE id = ?",
                 (now, mail_id),
             )
         return True
@@ -539,12 +659,15 @@ class Spool:
         ids = [row["id"] for row in self._rows("SELECT id FROM mail WHERE state = 'dead'")]
         return [mail_id for mail_id in ids if self.retry(mail_id)]
 
-    def delete(self, mail_id: str) -> bool:
+    def delete(self, mail_id: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
         with self._transaction() as db:
-            row = db.execute("SELECT state FROM mail WHERE id = ?", (mail_id,)).fetchone()
+            row = db.execute("SELECT state, lease_until, path FROM mail WHERE id = ?", (mail_id,)).fetchone()
             if row is None:
                 return False
-            if row["state"] == "active":
+            if row["state"] == "active" and not _abandoned(row, now):
                 raise SpoolBusyError(f"{mail_id} is being delivered right now; try again in a moment")
             db.execute("DELETE FROM mail WHERE id = ?", (mail_id,))
+        with _boundary():
+            self._drop_file(row["path"])
         return True

@@ -1,11 +1,19 @@
 """Delivery workers: take spooled mail, make its contacts, and record what happened.
 
-For each mail: parse it, upload its attachments, build one request per target and store it (once: retries
-resend the stored request unchanged, so Connect's idempotency answers with the same ContactId), then start
-the contacts through the :class:`~.governor.Governor`. Transient failures are retried with
-exponential back-off and jitter until ``max_age``; permanent ones go to the dead-letter area at once, and
-the sender is told (:mod:`.dsn`). On shutdown, deliveries under way may finish within the grace
-period; the rest stays queued for the next start.
+For each mail: read it (parse and fit, in a killable reader process: :mod:`.reading`), upload its
+attachments, build one request per target and store it (once: retries resend the stored request
+unchanged, so Connect's idempotency answers with the same ContactId), then start the contacts through the
+:class:`~.governor.Governor`. Transient failures are retried with exponential back-off and jitter until
+``max_age`` or ``max_attempts``; permanent ones go to the dead-letter area at once, and the sender is told
+(:mod:`.dsn`). On shutdown, deliveries under way may finish within the grace period; the rest stays
+queued for the next start.
+
+Nothing stops a worker but shutdown. A mail that cannot be read within its budget, or that has made the
+delivery fail unexpectedly :data:`POISON_FAILURES` times, is poison: it is not retried blindly but becomes
+a contact saying it could not be read, with the original stored and linked (``[queue] unreadable =
+"contact"``), or a dead letter with a notification (``"dead"``). Any error in claiming, deferring or
+recording (a full disk) is logged, counted and waited out with back-off; a supervisor restarts a worker
+that ended all the same, and :meth:`DeliveryWorkers.health` tells ``/readyz`` the truth about both.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.contact.request import thread_ids
@@ -24,25 +33,29 @@ from gateway.delivery.deliverer import Deliverer, Pending
 from gateway.delivery.dsn import Failure, build_notification, send_notification
 from gateway.delivery.governor import Governor
 from gateway.delivery.queue import MailQueue
-from gateway.delivery.spool import Notice, QueuedMail, TargetState
-from gateway.errors import DeliveryError, ThrottledError
-from gateway.mail import Target
+from gateway.delivery.reading import MailSource, ReadMail
+from gateway.delivery.spool import LEASE_SECONDS, Notice, QueuedMail, TargetState
+from gateway.errors import DeliveryError, PermanentError, ThrottledError, UnreadableError
+from gateway.mail import MailContent, Target
+from gateway.message.mime import HEADER_BYTES
 from gateway.observe.mail_log import log_mail, loggable
 from gateway.replies import Replies
-from gateway.settings import QueueSettings
+from gateway.settings import QueueSettings, Unreadable
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
 
-__all__ = ["DeliveryWorkers", "backoff"]
+__all__ = ["POISON_FAILURES", "DeliveryWorkers", "backoff"]
 
 log = logging.getLogger(__name__)
 
 URL_FRESHNESS = 0.8  # rebuild a stored request once its presigned URLs have lived this share of their life
 IDLE_POLL_SECONDS = 1.0  # operator commands change the spool from outside: look again at least this often
 MAINTENANCE_SECONDS = 60.0
+SUPERVISION_SECONDS = 1.0
 WORKER_RETRY_INITIAL = 0.1  # after an error a worker survived (a full disk): back-off from here...
 WORKER_RETRY_MAX = 10.0  # ...up to here
+POISON_FAILURES = 3  # unexpected failures of one mail before it is treated as unreadable
 
 
 def backoff(
@@ -71,39 +84,70 @@ class DeliveryWorkers:
         *,
         hostname: str,
         url_expiry_seconds: float,
+        database: Path | None = None,
         maintenance_seconds: float = MAINTENANCE_SECONDS,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
+        """``database``: the spool's database, where a reader process finds a small mail by its id."""
         self._queue = queue
         self._deliverer = deliverer
         self._metrics = deliverer.metrics
         self._governor = governor
         self._settings = settings
         self._hostname = hostname
+        self._database = database
         self._url_life = url_expiry_seconds * URL_FRESHNESS
         self._maintenance_seconds = maintenance_seconds
+        self._lease_seconds = lease_seconds
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._others: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._work(), name=f"delivery-{n}") for n in range(self._settings.workers)
+        self._workers = [self._worker(loop, n) for n in range(self._settings.workers)]
+        self._others = [
+            loop.create_task(self._maintain(), name="spool-maintenance"),
+            loop.create_task(self._supervise(), name="delivery-supervisor"),
         ]
-        self._tasks.append(loop.create_task(self._maintain(), name="spool-maintenance"))
+
+    def _worker(self, loop: asyncio.AbstractEventLoop, number: int) -> asyncio.Task[None]:
+        return loop.create_task(self._work(), name=f"delivery-{number}")
 
     def wake(self) -> None:
         """New mail was queued: a sleeping worker should look now."""
         self._wake.set()
 
+    def health(self) -> tuple[bool, str]:
+        """Whether every worker is running (the supervisor restarts one within a second)."""
+        running = sum(1 for task in self._workers if not task.done())
+        if running < len(self._workers):
+            return False, f"{len(self._workers) - running} of {len(self._workers)} delivery workers stopped"
+        return True, "ok"
+
     async def stop(self) -> None:
         """Finish deliveries under way within the grace period; whatever is cut short stays queued."""
         self._stopped.set()
         self._wake.set()
-        _, unfinished = await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace)
+        tasks = self._workers + self._others
+        _, unfinished = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace)
         for task in unfinished:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _supervise(self) -> None:
+        """A worker that ended (it should not: :meth:`_work` survives everything) is logged and replaced."""
+        loop = asyncio.get_running_loop()
+        while not self._stopped.is_set():
+            for number, task in enumerate(self._workers):
+                if task.done() and not self._stopped.is_set():
+                    error = None if task.cancelled() else task.exception()
+                    log.error("delivery worker %d ended (%r); starting it again", number, error)
+                    self._metrics.worker_errors.inc()
+                    self._workers[number] = self._worker(loop, number)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=SUPERVISION_SECONDS)
 
     async def _work(self) -> None:
         """Claim and deliver until stopped. Nothing ends this loop but shutdown: an error in the spool
@@ -124,24 +168,38 @@ class DeliveryWorkers:
 
     async def _attempt(self, item: QueuedMail) -> None:
         try:
-            await self._deliver(item)
+            async with self._leased(item.id):
+                await self._deliver(item)
             return
         except asyncio.CancelledError:  # shutdown cut it short: it stays queued, nothing is lost
             await asyncio.shield(self._queue.release(item.id))
             raise
         except Exception:  # a bug, or a spool that cannot record the outcome: the mail is tried again
-            log.exception("delivery of %s failed unexpectedly; retrying later", item.id)
+            log.exception("delivery of %s failed unexpectedly", item.id)
             self._metrics.worker_errors.inc()
         # Until the spool takes this, the mail is claimed by nobody: keep trying (a full disk clears).
         failures = 0
         while not self._stopped.is_set():
             try:
-                until = time.time() + self._settings.retry_initial
-                await self._queue.defer(item.id, until, "internal error", attempt=True)
+                await self._after_failure(item)
                 return
             except Exception:
                 failures += 1
                 await self._survive(failures, f"could not put {item.id} back into the spool")
+
+    async def _after_failure(self, item: QueuedMail) -> None:
+        """An unexpected failure: retried, unless the mail is too old or has failed too often (poison)."""
+        failures = await self._queue.count_failure(item.id)
+        age = time.time() - item.received_at
+        if age > self._settings.max_age or item.attempts + 1 >= self._settings.max_attempts:
+            reason = f"gave up after {_age(age)} and {item.attempts + 1} attempts; last error: internal error"
+            await self._bury(item.id, reason, reason)
+        elif failures >= POISON_FAILURES:
+            log.error("%s failed unexpectedly %d times: treated as unreadable", item.id, failures)
+            await self._unreadable(item, f"delivering it failed unexpectedly {failures} times")
+        else:
+            until = time.time() + self._settings.retry_initial
+            await self._queue.defer(item.id, until, "internal error", attempt=True)
 
     async def _survive(self, failures: int, what: str) -> None:
         """Log and count an error a worker lives through, then wait before trying again."""
@@ -151,6 +209,22 @@ class DeliveryWorkers:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), timeout=delay)
 
+    @contextlib.asynccontextmanager
+    async def _leased(self, mail_id: str) -> AsyncIterator[None]:
+        """Keep the claim on a mail alive while it is delivered (a long read, large uploads)."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self._lease_seconds / 3)
+                with contextlib.suppress(Exception):  # a missed renewal is tried again a third later
+                    await self._queue.renew(mail_id)
+
+        renewing = asyncio.get_running_loop().create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+
     async def _idle(self) -> None:
         due = await self._queue.next_due()
         wait = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - time.time()))
@@ -159,10 +233,40 @@ class DeliveryWorkers:
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _deliver(self, item: QueuedMail) -> None:
-        """The mail's pending targets through the one delivery path, each outcome recorded as it comes."""
-        assert item.raw is not None
+        """Read the mail, then its pending targets through the one delivery path."""
+        content = self._content(item)
+        try:
+            read = await self._deliverer.read(content, MailSource.of(content, self._database, item.id))
+        except UnreadableError as error:
+            log.warning("%s could not be read: %s", item.id, error)
+            await self._unreadable(item, str(error))
+            return
+        try:
+            await self._deliver_read(item, content, read)
+        finally:
+            read.discard()
+
+    def _content(self, item: QueuedMail) -> MailContent:
+        assert item.content is not None, "a claimed mail comes with its content"
+        return item.content
+
+    async def _unreadable(self, item: QueuedMail, reason: str) -> None:
+        """Poison: a contact that says the mail could not be read (the original linked), or a dead
+        letter, as ``[queue] unreadable`` says."""
+        self._metrics.unreadable.inc()
+        if self._settings.unreadable == Unreadable.DEAD:
+            current = await self._queue.get(item.id)
+            error = PermanentError(reason, Replies.UNREADABLE, service="gateway", code="Unreadable")
+            for target in current.pending if current else []:
+                await self._queue.failed(item.id, target.position, error)
+            await self._bury(item.id, f"could not be read: {reason}", "could not be read")
+            return
+        read = await self._deliverer.unreadable(self._content(item), reason)
+        await self._deliver_read(item, self._content(item), read)
+
+    async def _deliver_read(self, item: QueuedMail, content: MailContent, read: ReadMail) -> None:
         now = time.time()
-        fitted = self._deliverer.fit(item.raw)
+        fitted = read.fitted
         threads = thread_ids(fitted.mail)
         message_ids = [fitted.mail.message_id] if fitted.mail.message_id else []
 
@@ -178,7 +282,7 @@ class DeliveryWorkers:
         ]
         transient: DeliveryError | None = None
         outcomes = self._deliverer.deliver(
-            item.raw, fitted, item.sender, pending, pacer=self._governor, save=save, related=related
+            content, read, item.sender, pending, pacer=self._governor, save=save, related=related
         )
         async for outcome in outcomes:
             position = outcome.pending.position
@@ -190,7 +294,7 @@ class DeliveryWorkers:
                 error = outcome.error
                 logged = loggable(str(error), error.summary)
                 log.warning("%s: %s refused for good: %s", item.id, outcome.target.destination, logged)
-                await self._queue.failed(item.id, position, outcome.error)
+                await self._queue.failed(item.id, position, error)
         await self._conclude(item, transient)
 
     async def _conclude(self, item: QueuedMail, transient: DeliveryError | None) -> None:
@@ -198,16 +302,16 @@ class DeliveryWorkers:
         now = time.time()
         if transient is not None:
             age = now - item.received_at
-            if age <= self._settings.max_age:
+            attempts = item.attempts + 1
+            if age <= self._settings.max_age and attempts < self._settings.max_attempts:
                 throttled = isinstance(transient, ThrottledError)
                 delay = (
                     self._governor.interval * (1 + random.random())  # noqa: S311 - jitter, not secrecy
                     if throttled
                     else backoff(item.attempts, self._settings.retry_initial, self._settings.retry_max)
                 )
-                log.info(
-                    "%s deferred for %.1fs: %s", item.id, delay, loggable(str(transient), transient.summary)
-                )
+                logged = loggable(str(transient), transient.summary)
+                log.info("%s deferred for %.1fs: %s", item.id, delay, logged)
                 await self._queue.defer(item.id, now + delay, str(transient), attempt=not throttled)
                 self._metrics.retries.inc()
                 return
@@ -215,7 +319,7 @@ class DeliveryWorkers:
             current = await self._queue.get(item.id)
             for target in current.pending if current else []:
                 await self._queue.failed(item.id, target.position, transient, expired)
-            given_up = f"gave up after {_age(age)}; last error: "
+            given_up = f"gave up after {_age(age)} and {attempts} attempts; last error: "
             await self._bury(item.id, given_up + str(transient), given_up + transient.summary)
             return
         current = await self._queue.get(item.id)
@@ -259,7 +363,7 @@ class DeliveryWorkers:
     async def _notify(self, mail_id: str) -> None:
         """The delivery status notification for a dead mail, through the smarthost."""
         mail = await self._queue.get(mail_id)
-        if mail is None or mail.raw is None:
+        if mail is None or mail.content is None:
             return
         if not mail.sender:
             await self._queue.set_notice(mail_id, Notice.NOT_NEEDED)
@@ -281,7 +385,7 @@ class DeliveryWorkers:
             sender=mail.sender,
             queue_id=mail.id,
             arrival=datetime.fromtimestamp(mail.received_at, UTC),
-            raw=mail.raw,
+            raw=mail.content.head(HEADER_BYTES),
             failures=failures,
         )
         try:

@@ -18,20 +18,20 @@ import binascii
 import logging
 import re
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AnyStr
 
 from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from gateway.addresses import AddressError, Path, parse_address, parse_path
-from gateway.contact.routing import Router
-from gateway.errors import RefusedError
+from gateway.contact.routing import POSTMASTER, Router
+from gateway.errors import GatewayError, RefusedError
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
-from gateway.frontdoor.data import read_data
+from gateway.frontdoor.data import DataResult, read_data
 from gateway.frontdoor.triage import screen
-from gateway.mail import InMemoryContent, MailSink, ReceivedMail, Target
+from gateway.mail import InMemoryContent, MailSink, MailWriter, ReceivedMail, Target
 from gateway.message.automatic import Automatic
 from gateway.observe.mail_log import log_mail, log_received
 from gateway.observe.metrics import Metrics
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 IDENT = "ESMTP Amazon Connect mail gateway"
 PROXY_TIMEOUT_SECONDS = 10.0
+INLINE_SCAN = 256 * 1024  # mails up to this size are triaged on the event loop (microseconds)
 _ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}( |$)")
 # aiosmtpd's own replies, as this gateway says them (with RFC 3463 codes: ENHANCEDSTATUSCODES is offered).
 _AIOSMTPD_REPLIES = {
@@ -114,6 +115,20 @@ def _valid_helo(name: str) -> bool:
     )
 
 
+class _Answered(Exception):
+    """aiosmtpd has already sent the reply to this command."""
+
+
+def _not_utf8(text: str) -> bool:
+    """aiosmtpd decodes arguments as UTF-8 with surrogate escapes: a surrogate is a byte that was not."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def _printable(text: str) -> str:
+    """An address as a reply may quote it: undecodable bytes shown as U+FFFD, never sent back raw."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class _Hooks:
     """The aiosmtpd handler: only what the protocol subclass does not do itself."""
 
@@ -168,6 +183,7 @@ class GatewaySMTP(SMTP):
         self._door = door
         self._implicit_tls = implicit_tls
         self._client: str | None = None  # the real client: after PROXY, the address the balancer gave
+        self._junk_commands = 0  # NOOP, RSET, VRFY, HELP since the last mail
 
     def _create_envelope(self) -> _Envelope:
         return _Envelope()
@@ -277,10 +293,15 @@ class GatewaySMTP(SMTP):
         if refusal:
             return refusal
         if path.mailbox:
+            shown = f"<{_printable(path.mailbox)}>"
+            if _not_utf8(path.mailbox):
+                return Replies.BAD_SENDER.format(address=shown, reason="it is not valid UTF-8")
+            if not path.mailbox.isascii() and "SMTPUTF8" not in parameters:
+                return Replies.SMTPUTF8_NEEDED.format(address=shown)
             try:
                 parse_address(path.mailbox)
             except AddressError as error:
-                return Replies.BAD_SENDER.format(address=f"<{path.mailbox}>", reason=error)
+                return Replies.BAD_SENDER.format(address=shown, reason=error)
         refusal = door.admission.sender(path.mailbox) or door.admission.mail(self.client_address())
         if refusal:
             return refusal
@@ -326,12 +347,20 @@ class GatewaySMTP(SMTP):
             return Replies.PARAMETER_UNKNOWN.format(parameter=next(iter(parameters)))
         if len(envelope.rcpt_tos) >= self._door.limits.max_recipients:
             return Replies.TOO_MANY_RECIPIENTS
+        shown = f"<{_printable(path.mailbox)}>"
         if path.source_route:
-            return Replies.RELAY_DENIED.format(address=f"<{path.mailbox}>")
+            return Replies.RELAY_DENIED.format(address=shown)
+        if _not_utf8(path.mailbox):
+            return Replies.BAD_RECIPIENT.format(address=shown, reason="it is not valid UTF-8")
+        if not path.mailbox.isascii() and not envelope.smtp_utf8:
+            return Replies.SMTPUTF8_NEEDED.format(address=shown)
         try:
-            target = self._door.router.resolve(parse_address(path.mailbox))
+            if path.mailbox.casefold() == POSTMASTER:  # RFC 5321 §4.5.1: accepted without a domain
+                target = self._door.router.postmaster()
+            else:
+                target = self._door.router.resolve(parse_address(path.mailbox))
         except AddressError as error:
-            return Replies.BAD_RECIPIENT.format(address=f"<{path.mailbox}>", reason=error)
+            return Replies.BAD_RECIPIENT.format(address=shown, reason=error)
         except RefusedError as refusal:
             return refusal.reply
         envelope.rcpt_tos.append(path.mailbox)
@@ -348,15 +377,28 @@ class GatewaySMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         data_timeout = door.limits.data_timeout
         self._reset_timeout(data_timeout)
-        result = await read_data(
-            self._reader,
-            max_size=door.smtp.max_message_size,
-            max_line=door.limits.max_line_length,
-            on_progress=lambda: self._reset_timeout(data_timeout),
-        )
-        self._reset_timeout()
-        self._reset_envelope()
-        door.metrics.received.inc()
+        writer = door.sink.writer()
+        try:
+            result = await read_data(
+                self._reader,
+                writer,
+                max_size=door.smtp.max_message_size,
+                max_line=door.limits.max_line_length,
+                on_progress=lambda: self._reset_timeout(data_timeout),
+            )
+            self._reset_timeout()
+            self._reset_envelope()
+            door.metrics.received.inc()
+            reply = await self._received(envelope, writer, result)
+        finally:
+            writer.discard()  # whatever the sink did not keep (a spool keeps the file by moving it)
+        if reply.code < 400:
+            door.metrics.accepted.inc()
+            self._junk_commands = 0  # a client that sends mail is not just holding a connection
+        await self._reply(reply)
+
+    async def _received(self, envelope: _Envelope, writer: MailWriter, result: DataResult) -> Reply:
+        """The reply to a mail whose DATA has ended: refused as it streamed, or triaged and handed over."""
         if result.refusal is not None:
             # The bytes were cut short: no Message-ID to name, but the mail still gets its line.
             log_mail(
@@ -367,27 +409,35 @@ class GatewaySMTP(SMTP):
                 reason=result.refusal.name,
                 personal={"sender": envelope.mail_from, "to": list(envelope.rcpt_tos)},
             )
-            await self._reply(result.refusal)
-            return
+            return result.refusal
         assert self.session is not None
         assert envelope.mail_from is not None
         mail = ReceivedMail(
             sender=envelope.mail_from,
             recipients=tuple(envelope.rcpt_tos),
             targets=tuple(envelope.targets),
-            content=InMemoryContent(result.content),
+            content=InMemoryContent(b""),
             peer=self.client_address(),
             helo=self.session.host_name or "",
         )
-        reply = await self._take(mail)
-        if reply.code < 400:
-            door.metrics.accepted.inc()
-        await self._reply(reply)
+        try:
+            mail = replace(mail, content=writer.close())
+        except GatewayError as error:  # the spool's disk could not take it: the client tries again later
+            log.error("could not keep a mail while it arrived: %s", error)
+            log_received(mail, "deferred", error.reply.name)
+            return error.reply
+        return await self._take(mail)
 
     async def _take(self, mail: ReceivedMail) -> Reply:
         """The triage verdict, then the automatic-mail policy, then the sink."""
         door = self._door
-        triage = screen(mail.content, mail.sender, door.limits, door.smtp.hostname)
+        arguments = (mail.content, mail.sender, door.limits, door.smtp.hostname)
+        # A large mail's scan runs in a thread: the event loop goes on serving the other sessions.
+        triage = (
+            await asyncio.to_thread(screen, *arguments)
+            if mail.content.size > INLINE_SCAN
+            else screen(*arguments)
+        )
         refusal = triage.refusal
         if (
             refusal is None
@@ -419,7 +469,10 @@ class GatewaySMTP(SMTP):
         return None
 
     async def smtp_AUTH(self, arg: str) -> None:
-        reply = await self._auth(arg)
+        try:
+            reply = await self._auth(arg)
+        except _Answered:  # aiosmtpd answered the exchange itself (an abort, an answer not in base64)
+            return
         if reply is not None:
             await self._reply(reply)
 
@@ -468,12 +521,41 @@ class GatewaySMTP(SMTP):
         password = await self._challenge(b"Password:")
         return password if isinstance(password, Reply) else (user, password)
 
-    async def _challenge(self, prompt: bytes) -> bytes | Reply:
+    async def _challenge(self, prompt: bytes) -> bytes:
         answer = await self.challenge_auth(prompt)
-        if answer is MISSING:  # aiosmtpd already answered (abort or bad base64)
-            return Replies.AUTH_ABORTED
+        if answer is MISSING:  # aiosmtpd already answered (abort or bad base64): one reply is enough
+            raise _Answered
         assert isinstance(answer, bytes)
         return answer
+
+    # -- commands that carry no mail: counted, as Postfix counts them (smtpd_junk_command_limit) ----------
+
+    async def smtp_NOOP(self, arg: str | None) -> None:
+        if await self._junk():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str | None) -> None:
+        if await self._junk():
+            await super().smtp_RSET(arg)
+
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        if await self._junk():
+            await super().smtp_VRFY(arg)
+
+    async def smtp_HELP(self, arg: str | None) -> None:
+        if await self._junk():
+            await super().smtp_HELP(arg)
+
+    async def _junk(self) -> bool:
+        """Whether the session may go on: past ``max_junk_commands`` of these without a mail accepted, a
+        client is only keeping a connection (and its slot) open: 421, and the connection closes."""
+        self._junk_commands += 1
+        if self._junk_commands <= self._door.limits.max_junk_commands:
+            return True
+        await self._reply(Replies.TOO_MANY_COMMANDS)
+        assert self.transport is not None
+        self.transport.close()
+        return False
 
 
 def _b64(text: str) -> bytes | Reply:

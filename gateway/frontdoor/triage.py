@@ -2,25 +2,27 @@
 
 Loops: more ``Received`` headers than ``max_received_headers`` (``554 5.4.6``), or the gateway's own loop
 marker (:data:`~gateway.message.automatic.LOOP_HEADER`, on everything the gateway sends). Sizes: the header
-section and the number of MIME parts. And whether a machine wrote it
+section, and the number of MIME parts and how deeply they nest, counted as the parser will see them
+(:mod:`gateway.message.shape`), so that no mail the gateway accepts costs more to read than its limits
+allow. The header section is read as the filters before the gateway read it (a bare CR is no line end).
+And whether a machine wrote it
 (:func:`~gateway.message.automatic.classify`), for the automatic-mail policy. Pure functions.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from gateway.mail import MailContent
 from gateway.message.automatic import LOOP_HEADER, Automatic, classify
+from gateway.message.mime import header_end, smtp_header_view
+from gateway.message.shape import measure
 from gateway.replies import Replies, Reply
 from gateway.settings import LimitSettings
 
 __all__ = ["Triage", "screen"]
-
-_PART_HEADER = re.compile(rb"(?im)^content-type:")
 
 
 @dataclass(frozen=True)
@@ -30,21 +32,16 @@ class Triage:
     received: int
 
 
-def _header_block(raw: bytes) -> bytes:
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        end = raw.find(separator)
-        if end >= 0:
-            return raw[: end + len(separator)]
-    return raw
-
-
 def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: str) -> Triage:
-    """The front door's verdict on a received mail: a refusal, or None; and what kind of mail it is."""
-    raw = content.read()
-    block = _header_block(raw)
+    """The front door's verdict on a received mail: a refusal, or None; and what kind of mail it is.
+
+    It reads the header section and scans the whole mail once for its shape (from a memory map when the
+    mail is in a file); a large mail's caller runs it off the event loop."""
+    head = content.head(limits.max_header_size + 4)
+    block = head[: header_end(head)]
     if len(block) > limits.max_header_size:
         return Triage(Replies.HEADER_TOO_BIG.format(limit=limits.max_header_size), Automatic.NO, 0)
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(block)
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(smtp_header_view(block))
     headers = [(name, str(value)) for name, value in parsed.raw_items()]
     received = sum(1 for name, _ in headers if name.lower() == "received")
     automatic = classify(headers, sender)
@@ -52,6 +49,10 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
         return Triage(Replies.TOO_MANY_HOPS.format(count=received), automatic, received)
     if any(name.lower() == LOOP_HEADER.lower() and value.strip() == hostname for name, value in headers):
         return Triage(Replies.LOOP, automatic, received)
-    if len(_PART_HEADER.findall(raw)) > limits.max_mime_parts:
+    with content.view() as data:
+        shape = measure(data, max_parts=limits.max_mime_parts, max_depth=limits.max_nesting)
+    if shape.depth > limits.max_nesting:
+        return Triage(Replies.NESTED_TOO_DEEP.format(limit=limits.max_nesting), automatic, received)
+    if shape.parts > limits.max_mime_parts:
         return Triage(Replies.TOO_MANY_PARTS.format(limit=limits.max_mime_parts), automatic, received)
     return Triage(None, automatic, received)

@@ -19,7 +19,16 @@ from email.policy import compat32
 from gateway.message.decoding import address_list, decode_bytes, decode_header
 from gateway.message.structure import Attachment, read_structure
 
-__all__ = ["HEADER_BYTES", "Attachment", "Mailbox", "ParsedMail", "header_message_id", "parse_mail"]
+__all__ = [
+    "HEADER_BYTES",
+    "Attachment",
+    "Mailbox",
+    "ParsedMail",
+    "header_end",
+    "header_message_id",
+    "parse_mail",
+    "smtp_header_view",
+]
 
 HEADER_BYTES = 65536  # enough of a mail to find its Message-ID for logs and listings
 MAX_MAILBOXES = 1000  # per header: far more than Connect takes, far fewer than a hostile header holds
@@ -53,8 +62,10 @@ class ParsedMail:
         return next((value for key, value in self.headers if key.lower() == wanted), None)
 
 
-def parse_mail(raw: bytes) -> ParsedMail:
-    message = email.message_from_bytes(raw, policy=compat32)
+def parse_mail(raw: bytes, *, received: bool = False) -> ParsedMail:
+    """The mail's best reading. ``received``: the bytes came over SMTP (CRLF line ends), and the header
+    section is read as the mail filters before the gateway read it (:func:`smtp_header_view`)."""
+    message = email.message_from_bytes(smtp_header_view(raw) if received else raw, policy=compat32)
     charset = _first_charset(message)
     for part in message.walk():
         _decode_8bit_headers(part, charset)
@@ -90,9 +101,30 @@ def parse_mail(raw: bytes) -> ParsedMail:
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def header_end(raw: bytes) -> int:
+    """Where the header section of SMTP-received bytes ends (after its empty line), or the length."""
+    end = raw.find(b"\r\n\r\n")
+    return len(raw) if end < 0 else end + 4
+
+
+def smtp_header_view(raw: bytes) -> bytes:
+    """The bytes with every bare CR of the header section read as a space, as Postfix and the milters in
+    front of the gateway read it: a CR alone is no line end there, so no header can hide inside another
+    (``X-Note: hi<CR>From: CEO``) and the agent sees the ``From:`` a DKIM/DMARC filter saw. The body, and
+    the raw bytes the gateway keeps and hashes, are untouched."""
+    end = header_end(raw)
+    head = raw[:end]
+    if b"\r" not in head.replace(b"\r\n", b""):
+        return raw
+    return _BARE_CR.sub(b" ", head) + raw[end:]
+
+
 def header_message_id(raw: bytes) -> str | None:
     """The Message-ID from the header alone (cheap: for logs and listings, not for the contact)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:HEADER_BYTES])
+    headers = BytesHeaderParser(policy=compat32).parsebytes(smtp_header_view(raw[:HEADER_BYTES]))
     value = headers.get("message-id")
     return str(value).strip()[:998] if value else None
 

@@ -68,16 +68,29 @@ class Content:
     html: str | None = None
     reports: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    # Further inline text and HTML that join the body, joined once at the end: appending to a string
+    # part by part would cost time quadratic in the number of parts.
+    more_text: list[str] = field(default_factory=list)
+    more_html: list[str] = field(default_factory=list)
 
     @property
     def has_body(self) -> bool:
         return self.text is not None or self.html is not None
 
+    def finished(self) -> Content:
+        if self.more_text:
+            self.text = "\n".join([self.text or "", *self.more_text])
+            self.more_text = []
+        if self.more_html:
+            self.html = "\n".join([self.html or "", *self.more_html])
+            self.more_html = []
+        return self
+
 
 def read_structure(message: Message) -> Content:
     content = Content()
     _read(message, content, 0)
-    return content
+    return content.finished()
 
 
 def _disposition(part: Message) -> str:
@@ -169,7 +182,7 @@ def _read_alternative(children: list[Message], content: Content, depth: int) -> 
     for child in children:
         version = Content()
         _read(child, version, depth + 1)
-        versions.append(version)
+        versions.append(version.finished())
     html = next((v for v in reversed(versions) if v.html is not None), None)  # the last is the richest
     text = next((v for v in versions if v.text is not None), None)
     chosen = html or text
@@ -187,13 +200,13 @@ def _read_text(part: Message, content_type: str, content: Content) -> None:
         if content.html is None:
             content.html = text
         elif content.html:  # more inline HTML after the body: it belongs to the body
-            content.html += "\n" + text
+            content.more_html.append(text)
         else:
             content.attachments.append(_as_file(part, _payload(part)))
     elif content.text is None:
         content.text = text
     elif content.text:  # more inline text after the body (Apple Mail: text, image, text)
-        content.text += "\n" + text
+        content.more_text.append(text)
     else:
         content.attachments.append(_as_file(part, _payload(part)))
 

@@ -56,6 +56,11 @@ class Metrics:
             "Errors a delivery worker survived (a spool it could not write, an unexpected exception)",
             registry=registry,
         )
+        self.unreadable = Counter(
+            "mail_gateway_unreadable_mails",
+            "Mails that could not be read within their budget (poison): a contact saying so, or dead",
+            registry=registry,
+        )
         self.notifications = Counter(
             "mail_gateway_notifications",
             "Delivery status notifications to senders, by outcome (sent, failed, unsent)",

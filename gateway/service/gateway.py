@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import tempfile
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 
 from gateway.aws.attachments import S3AttachmentStore
@@ -20,6 +22,7 @@ from gateway.contact.routing import Router
 from gateway.delivery.deliverer import Deliverer
 from gateway.delivery.governor import Governor
 from gateway.delivery.queue import LocalQueue
+from gateway.delivery.reading import MailReader
 from gateway.delivery.sinks import DeliverNow, SpoolIntake
 from gateway.delivery.workers import DeliveryWorkers
 from gateway.frontdoor.admission import Admission
@@ -36,6 +39,7 @@ __all__ = ["Gateway", "until_signalled"]
 log = logging.getLogger(__name__)
 
 AWS_FAILURE_WINDOW_SECONDS = 300.0
+WORK_DIRECTORY = "work"  # under [queue] path: the bodies of attachments being delivered
 
 
 class Gateway:
@@ -51,6 +55,7 @@ class Gateway:
         self._stack = AsyncExitStack()
         self.smtp: SmtpServer | None = None
         self.queue: LocalQueue | None = None
+        self.workers: DeliveryWorkers | None = None
         self.http: HttpEndpoint | None = None
         self.admission = Admission(settings.access, settings.limits, settings.auth)
         self.metrics = Metrics()
@@ -62,6 +67,17 @@ class Gateway:
             await self._stack.aclose()
             raise
         return self
+
+    def _work_directory(self) -> Path:
+        """Where readers put attachment bodies (and sync mode its arriving mails): beside the spool, or a
+        private temporary directory; emptied at start, removed at the end when it is temporary."""
+        if self.queue is not None:
+            work = self.settings.queue.path / WORK_DIRECTORY
+            MailReader.clean(work)
+            return work
+        temporary = tempfile.TemporaryDirectory(prefix="mail-gateway-")
+        self._stack.callback(temporary.cleanup)
+        return Path(temporary.name)
 
     async def _open_queue(self) -> LocalQueue:
         queue = LocalQueue(self.settings.queue.path)
@@ -77,32 +93,42 @@ class Gateway:
         metrics = self.metrics
         store = S3AttachmentStore(aws.s3, settings.attachments, settings.aws, metrics)
         contacts = ConnectContacts(aws.connect, metrics)
-        deliverer = Deliverer(store, contacts, settings.attachments, settings.content_policy, metrics)
-        sink: MailSink
-        workers: DeliveryWorkers | None = None
-        if settings.queue.mode == QueueMode.SPOOL:
+        queue_settings = settings.queue
+        # Parked mail needs the spool, even in sync mode.
+        if queue_settings.mode == QueueMode.SPOOL or settings.automatic.policy == AutomaticPolicy.DROP:
             self.queue = await self._open_queue()
-            workers = DeliveryWorkers(
+        work = self._work_directory()
+        reader = MailReader(
+            settings.content_policy,
+            work,
+            processes=queue_settings.readers,
+            budget=queue_settings.read_budget,
+            memory_limit=queue_settings.reader_memory,
+        )
+        self._stack.callback(reader.close)
+        deliverer = Deliverer(store, contacts, settings.attachments, settings.content_policy, metrics, reader)
+        sink: MailSink
+        if queue_settings.mode == QueueMode.SPOOL:
+            assert self.queue is not None
+            self.workers = DeliveryWorkers(
                 self.queue,
                 deliverer,
-                Governor(settings.queue.rate_per_second, settings.queue.burst),
-                settings.queue,
+                Governor(queue_settings.rate_per_second, queue_settings.burst),
+                queue_settings,
                 hostname=settings.smtp.hostname,
                 url_expiry_seconds=settings.attachments.url_expiry_seconds,
+                database=self.queue.database,
             )
-            self._stack.push_async_callback(workers.stop)
-            sink = SpoolIntake(self.queue, settings.queue.min_free_disk, workers.wake)
+            self._stack.push_async_callback(self.workers.stop)
+            sink = SpoolIntake(self.queue, queue_settings.min_free_disk, self.workers.wake)
         else:
-            if (
-                settings.automatic.policy == AutomaticPolicy.DROP
-            ):  # parked mail needs the spool, even in sync mode
-                self.queue = await self._open_queue()
-            sink = DeliverNow(deliverer, self.queue)
+            incoming = self.queue.incoming if self.queue is not None else work
+            sink = DeliverNow(deliverer, incoming, self.queue, queue_settings.unreadable)
         tls_context = server_context(settings.tls) if settings.tls.enabled else None
         door = FrontDoor(
             smtp=settings.smtp,
             limits=settings.limits,
-            router=Router(settings.routes),
+            router=Router(settings.routes, settings.smtp.postmaster),
             sink=sink,
             admission=self.admission,
             tls_context=tls_context,
@@ -119,15 +145,16 @@ class Gateway:
             reloader = CertificateReloader(tls_context, settings.tls)
             reloader.start()
             self._stack.push_async_callback(reloader.stop)
-        if workers is not None:
-            workers.start()
+        if self.workers is not None:
+            self.workers.start()
         if settings.http.listen is not None and self._serve_http:
             self.http = HttpEndpoint(self)
             await self.http.start(*settings.http.listen)
             self._stack.push_async_callback(self.http.stop)
 
     def ready(self) -> tuple[bool, str]:
-        """SMTP listening, the spool writable with room, and in sync mode AWS answering lately."""
+        """SMTP listening, the spool writable with room (and its last write worked), every delivery
+        worker running, and in sync mode AWS answering lately."""
         if self.smtp is None or not self.smtp.listening:
             return False, "the SMTP listener is not up"
         if self.queue is not None:
@@ -135,6 +162,12 @@ class Gateway:
                 return False, f"the spool at {self.settings.queue.path} is not writable"
             if self.queue.free_bytes() < self.settings.queue.min_free_disk:
                 return False, "the spool's disk is below min_free_disk"
+            if self.queue.write_failure is not None:
+                return False, f"the spool could not be written: {self.queue.write_failure}"
+        if self.workers is not None:
+            running, reason = self.workers.health()
+            if not running:
+                return False, reason
         if self.settings.queue.mode == QueueMode.SYNC:
             failure, success = self.metrics.last_aws_failure, self.metrics.last_aws_success
             recent = failure is not None and time.monotonic() - failure < AWS_FAILURE_WINDOW_SECONDS

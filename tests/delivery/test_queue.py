@@ -101,8 +101,8 @@ async def test_mail_is_queued_then_delivered(spooled: Settings, emulator: Emulat
         await wait_until(lambda: len(contacts(emulator)) == 1)
         spool = Spool(spooled.queue.path, create=False)
         await wait_until(lambda: spool.get(queue_id).state == "done")  # type: ignore[union-attr]
-        done = spool.get(queue_id, with_raw=True)
-    assert done is not None and done.raw is None
+        done = spool.get(queue_id, with_content=True)
+    assert done is not None and done.content is None
     assert done.targets[0].contact_id == contacts(emulator)[0].contact_id
 
 

@@ -42,9 +42,9 @@ def spool(tmp_path: Path) -> Spool:
 
 def test_put_keeps_envelope_and_groups_recipients_by_contact(spool: Spool) -> None:
     queue_id = spool.put(received(), now=1000.0)
-    mail = spool.get(queue_id, with_raw=True)
-    assert mail is not None
-    assert (mail.state, mail.sender, mail.raw, mail.message_id) == (
+    mail = spool.get(queue_id, with_content=True)
+    assert mail is not None and mail.content is not None
+    assert (mail.state, mail.sender, mail.content.read(), mail.message_id) == (
         "queued",
         "customer@client.test",
         RAW,
@@ -61,7 +61,8 @@ def test_put_keeps_envelope_and_groups_recipients_by_contact(spool: Spool) -> No
 def test_claim_defer_and_recover(spool: Spool) -> None:
     queue_id = spool.put(received(), now=1000.0)
     claimed = spool.claim(now=1000.0)
-    assert claimed is not None and claimed.id == queue_id and claimed.raw == RAW
+    assert claimed is not None and claimed.id == queue_id
+    assert claimed.content is not None and claimed.content.read() == RAW
     assert spool.claim(now=1000.0) is None
     spool.defer(queue_id, until=1060.0, error="451 throttled", attempt=True)
     assert spool.claim(now=1059.0) is None
@@ -85,8 +86,8 @@ def test_done_drops_the_raw_bytes(spool: Spool) -> None:
     spool.delivered(queue_id, 0, "contact-1", ["<m1@client.test>"])
     spool.delivered(queue_id, 1, "contact-2", ["<m1@client.test>"])
     spool.finish(queue_id)
-    mail = spool.get(queue_id, with_raw=True)
-    assert mail is not None and mail.state == "done" and mail.raw is None
+    mail = spool.get(queue_id, with_content=True)
+    assert mail is not None and mail.state == "done" and mail.content is None
     assert [t.contact_id for t in mail.targets] == ["contact-1", "contact-2"]
 
 

@@ -1,0 +1,183 @@
+"""Reading a mail (parse and fit) off the event loop, in processes that can be killed when a mail runs away.
+
+The standard library's MIME parser is pure Python and CPU-bound: on the event loop, one hostile mail would
+stall every session for as long as it takes. So mails are read in a small pool of worker processes
+(pebble's, started with ``forkserver`` so that each starts from a clean, small process), each capped in
+memory (``RLIMIT_AS``) and each mail in time (``budget``): a mail that takes longer, or makes its process
+die, is killed with it and reported :class:`~gateway.errors.UnreadableError`, and the process is replaced.
+The worker is handed where the mail is (its file, or its row in the spool), never the bytes of a large
+one, and hands back the fitted mail with every large attachment's body in a file beside the spool, so
+that the uploads stream from disk and no process ever holds all of a mail's attachments at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import multiprocessing
+import resource
+import secrets
+import shutil
+import sqlite3
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from pebble import ProcessExpired, ProcessPool
+
+from gateway.contact import contract
+from gateway.contact.fitting import FittedMail, fit_mail
+from gateway.errors import UnreadableError
+from gateway.mail import FileContent, MailContent
+from gateway.message.mime import parse_mail
+from gateway.settings import ContentPolicy
+
+__all__ = ["Body", "MailReader", "MailSource", "ReadMail", "read_here"]
+
+SPILL_BYTES = 64 * 1024  # an attachment larger than this comes back as a file, not as bytes
+TASKS_PER_PROCESS = 500  # then the process is replaced: whatever it fragmented is given back
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """An attachment's decoded bytes: small ones in memory, large ones in a file (a :class:`Blob`)."""
+
+    size: int
+    data: bytes | None = None
+    path: Path | None = None
+
+    def open(self) -> BinaryIO:
+        if self.path is not None:
+            return open(self.path, "rb")
+        return io.BytesIO(self.data or b"")
+
+
+@dataclass(frozen=True)
+class ReadMail:
+    """A fitted mail whose attachments' bytes are in :attr:`bodies` (in the same order), not in it."""
+
+    fitted: FittedMail
+    bodies: tuple[Body, ...]
+
+    def discard(self) -> None:
+        """The files the bodies were written to: gone once the delivery attempt is over."""
+        for body in self.bodies:
+            if body.path is not None:
+                body.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class MailSource:
+    """Where a worker process finds a mail: a file, a row of the spool's database, or (a small mail that
+    is nowhere else) its bytes."""
+
+    path: Path | None = None
+    database: Path | None = None
+    mail_id: str | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def of(cls, content: MailContent, database: Path | None = None, mail_id: str | None = None) -> MailSource:
+        if isinstance(content, FileContent):
+            return cls(path=content.path)
+        if database is not None and mail_id is not None:
+            return cls(database=database, mail_id=mail_id)
+        return cls(data=content.read())
+
+    def load(self) -> bytes:
+        if self.path is not None:
+            return self.path.read_bytes()
+        if self.database is not None:
+            with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
+                row = db.execute("SELECT raw FROM mail WHERE id = ?", (self.mail_id,)).fetchone()
+            if row is None or row[0] is None:
+                raise FileNotFoundError(f"no mail {self.mail_id} in {self.database}")
+            return bytes(row[0])
+        return self.data or b""
+
+
+def read_here(
+    raw: bytes, policy: ContentPolicy, workdir: Path | None = None, *, received: bool = True
+) -> ReadMail:
+    """Parse and fit, in this process: a worker's task, and ``mail-gateway parse``'s (whole bytes, from a
+    file: ``received=False`` keeps its line ends as the file has them)."""
+    fitted = fit_mail(parse_mail(raw, received=received), policy)
+    bodies = tuple(_body(attachment.data, workdir) for attachment in fitted.attachments)
+    mail = replace(fitted.mail, attachments=tuple(replace(a, data=b"") for a in fitted.mail.attachments))
+    attachments = tuple(replace(a, data=b"") for a in fitted.attachments)
+    return ReadMail(replace(fitted, mail=mail, attachments=attachments), bodies)
+
+
+def _body(data: bytes, workdir: Path | None) -> Body:
+    if workdir is None or len(data) <= SPILL_BYTES:
+        return Body(len(data), data=data)
+    path = workdir / f"{secrets.token_hex(12)}.part"
+    path.write_bytes(data)
+    return Body(len(data), path=path)
+
+
+def _in_worker(source: MailSource, policy: ContentPolicy, limits: contract.Limits, workdir: Path) -> ReadMail:
+    contract.adopt(limits)  # the parent read them from botocore's model: no need to load it here
+    return read_here(source.load(), policy, workdir)
+
+
+def _limit_memory(limit: int) -> None:
+    """In each worker process, before any mail: a mail that would need more fails there, not here."""
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+class MailReader:
+    """The pool of reading processes; ``await read(source)`` is the one way a mail gets read."""
+
+    def __init__(
+        self,
+        policy: ContentPolicy,
+        workdir: Path,
+        *,
+        processes: int = 1,
+        budget: float = 60.0,
+        memory_limit: int = 0,
+    ) -> None:
+        self._policy = policy
+        self._workdir = workdir
+        self._budget = budget
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        self._pool = ProcessPool(
+            max_workers=processes,
+            max_tasks=TASKS_PER_PROCESS,
+            initializer=_limit_memory,
+            initargs=(memory_limit,),
+            context=context,
+        )
+
+    async def read(self, source: MailSource) -> ReadMail:
+        """The read mail; :class:`~gateway.errors.UnreadableError` when it cannot be read within its budget
+        (or kills its reader): reading it again would end the same way."""
+        future = self._pool.schedule(
+            _in_worker, args=(source, self._policy, contract.limits(), self._workdir), timeout=self._budget
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()  # type: ignore[no-untyped-call]  # the process reading it is stopped too
+            raise
+        except concurrent.futures.TimeoutError:
+            raise UnreadableError(f"reading it took longer than {self._budget:g} seconds") from None
+        except ProcessExpired as error:
+            raise UnreadableError(f"its reader died reading it (exit code {error.exitcode})") from None
+        except (RecursionError, MemoryError) as error:
+            raise UnreadableError(f"reading it exhausted the reader: {type(error).__name__}") from None
+
+    def close(self) -> None:
+        self._pool.stop()  # type: ignore[no-untyped-call]
+        self._pool.join(timeout=5)
+
+    @staticmethod
+    def clean(workdir: Path) -> None:
+        """At start: bodies left by a process that stopped mid-delivery."""
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
