@@ -144,6 +144,8 @@ async def door_factory() -> AsyncIterator[Callable[..., Any]]:
     ) -> Door:
         sink = RecordingSink()
         smtp = SmtpSettings(host="0.0.0.0", port=0, hostname="mx.gateway.test", max_message_size=200_000)
+        # Loopback addresses stand for internet clients here: none is a relay unless a test says so.
+        access = access or AccessSettings(relay_networks=())
         door = make_door(sink, ROUTES, smtp, limits, access, auth, **options)
         server = SmtpServer(door, ("127.0.0.1", 0) if implicit else None)
         await server.start()
@@ -414,6 +416,32 @@ async def test_a_connection_flood_is_refused_and_others_are_served(door_factory:
     crowd_greetings = [await s.reply() for s in crowd]
     assert crowd_greetings.count(str(Replies.TOO_MANY_CONNECTIONS)) == 4
     assert door.admission.connections == 20
+
+
+async def test_relays_are_exempt_from_the_per_client_limits(door_factory: Callable[..., Any]) -> None:
+    """A relay of one's own (relay_networks) opens as many connections and sends as many mails as it needs;
+    the same burst from any other client meets the per-client limits."""
+    limits = LimitSettings(
+        max_connections=30, max_connections_per_client=2, max_mails_per_client_per_minute=3
+    )
+    door = await door_factory(
+        limits=limits, access=AccessSettings(relay_networks=_networks(["127.0.0.2/32"]))
+    )
+    for source, refused in (("127.0.0.2", 0), ("127.0.0.3", 6)):
+        sessions = [await door.connect(source=source) for _ in range(8)]
+        greetings = [await session.reply() for session in sessions]
+        assert greetings.count(str(Replies.TOO_MANY_CLIENT_CONNECTIONS)) == refused
+        accepted = [s for s, greeting in zip(sessions, greetings, strict=True) if greeting.startswith("220 ")]
+        replies = []
+        for session in accepted:
+            assert (await session.command("EHLO client.test")).startswith("250")
+            replies.append(await session.command("MAIL FROM:<app@client.test>"))
+            await session.command("RSET")
+            replies.append(await session.command("MAIL FROM:<app@client.test>"))
+        if refused:
+            assert replies.count(str(Replies.TOO_MANY_MAILS)) == len(replies) - 3
+        else:
+            assert all(reply.startswith("250 ") for reply in replies) and len(replies) == 16
 
 
 async def data(door: Door, body: bytes, sender: str = "a@client.test") -> str:
