@@ -62,8 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         "--mode",
         type=QueueMode,
         choices=tuple(QueueMode),
-        default=QueueMode.SYNC,
-        help="sync: the SMTP reply names the contact (default); spool: queued as in production",
+        help="sync: the SMTP reply names the contact (default without --config); spool: queued as in "
+        "production (default with --config: the file's [queue] mode)",
+    )
+    sandbox.add_argument(
+        "--config",
+        type=Path,
+        help="a gateway configuration (routes, limits, attachments...) to run against the emulator; the "
+        "sandbox provides the listen addresses, the AWS endpoints and the bucket",
     )
 
     emulate = commands.add_parser("emulate", help="the Connect email emulator (and an S3) alone")
@@ -137,7 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "sandbox":
             from gateway.sandbox.run import run_sandbox
 
-            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say, mode=args.mode))
+            config = (args.config, _configured(args)) if args.config else None
+            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say, mode=args.mode, config=config))
             return 0
         if args.command == "emulate":
             asyncio.run(_emulate(args))

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import smtplib
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
@@ -318,11 +321,37 @@ async def put_faults(emulator: EmulatorServer, **faults: float) -> None:
 
 
 class Sandbox:
-    def __init__(self, process: subprocess.Popen[str], smtp_port: int, http_port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], smtp_port: int, http_port: int, started: str) -> None:
         self.process = process
         self.smtp_port = smtp_port
         self.http_port = http_port
+        self.started = started  # what it printed up to "Ready"
 
     def next_line(self) -> str:
         assert self.process.stdout is not None
         return self.process.stdout.readline()
+
+
+@contextmanager
+def running_sandbox(*options: str, cwd: Path = ROOT) -> Iterator[Sandbox]:
+    """``mail-gateway sandbox`` as a user runs it, on free ports; stopped with SIGTERM at the end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "sandbox", "--smtp-port", "0", "--http-port", "0", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Ready"):
+            break
+    text = "".join(lines)
+    smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", text)
+    http = re.search(r"Connect\s+http://127\.0\.0\.1:(\d+)", text)
+    try:
+        assert smtp is not None and http is not None, text
+        yield Sandbox(process, int(smtp.group(1)), int(http.group(1)), text)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0

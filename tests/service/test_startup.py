@@ -221,3 +221,16 @@ def test_check_warns_when_memory_is_short_for_the_default_connections() -> None:
         "this machine's 2.0 GiB: lower smtp.max_message_size if such mails are not expected"
     )
     assert local_checks(settings, memory=16 * 1024**3) == []
+
+
+def test_the_sandbox_names_its_own_options(listening: int) -> None:
+    """The sandbox has no listen keys: a busy port is named by the option that chose it."""
+    for option, other in (("--smtp-port", "--http-port"), ("--http-port", "--smtp-port")):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "sandbox", option, str(listening), other, "0"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env=ENVIRONMENT,
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert one_line(result).startswith(
+            f"mail-gateway: {option}: cannot listen on 127.0.0.1:{listening}: address already in use"
+        )
