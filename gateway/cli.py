@@ -1,4 +1,10 @@
-"""``mail-gateway``: serve, sandbox, emulate, parse."""
+"""``mail-gateway``: serve, sandbox, emulate, check, queue, passwd, parse.
+
+Whatever goes wrong at start ends in one line on standard error naming its cause, and a non-zero status:
+2 for a configuration file that is wrong (:class:`ConfigError`), 1 for one that cannot be put to work
+here (:class:`StartupError`: a port in use, a certificate that does not load) or a file that cannot be
+read. Output piped into a command that stops reading (``| head``) ends quietly.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +24,7 @@ from gateway.config import load_config
 from gateway.contact.routing import Router
 from gateway.delivery.deliverer import Deliverer, unique_targets
 from gateway.delivery.reading import read_here
-from gateway.errors import ConfigError, RefusedError
+from gateway.errors import ConfigError, RefusedError, StartupError
 from gateway.mail import InMemoryContent, Target
 from gateway.observe.mail_log import configure_logging
 from gateway.settings import (
@@ -56,8 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         "--mode",
         type=QueueMode,
         choices=tuple(QueueMode),
-        default=QueueMode.SYNC,
-        help="sync: the SMTP reply names the contact (default); spool: queued as in production",
+        help="sync: the SMTP reply names the contact (default without --config); spool: queued as in "
+        "production (default with --config: the file's [queue] mode)",
+    )
+    sandbox.add_argument(
+        "--config",
+        type=Path,
+        help="a gateway configuration (routes, limits, attachments...) to run against the emulator; the "
+        "sandbox provides the listen addresses, the AWS endpoints and the bucket",
     )
 
     emulate = commands.add_parser("emulate", help="the Connect email emulator (and an S3) alone")
@@ -112,18 +125,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # Terminals get text until a configuration says otherwise; ``serve`` follows its [log] table.
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing more to say, and nothing to say it to. Python would
+        # complain again when it flushes standard output at exit; point it at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Terminals get text until a configuration says otherwise; ``serve`` and ``check`` follow its [log].
     configure_logging(args.log_level or "info", "text")
     try:
         if args.command == "serve":
-            settings = load_config(args.config)
-            log = settings.log
-            configure_logging(args.log_level or log.level, log.format, log.personal_data)
-            return _serve(settings)
+            return _serve(_configured(args))
         if args.command == "sandbox":
             from gateway.sandbox.run import run_sandbox
 
-            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say, mode=args.mode))
+            config = (args.config, _configured(args)) if args.config else None
+            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say, mode=args.mode, config=config))
             return 0
         if args.command == "emulate":
             asyncio.run(_emulate(args))
@@ -133,16 +155,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "passwd":
             return _passwd(args)
         if args.command == "check":
-            return _check(load_config(args.config))
+            return _check(_configured(args))
         return _parse(args)
     except ConfigError as error:
         print(f"mail-gateway: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # a port in use, a permission denied on port 25...
-        print(f"mail-gateway: {error.strerror or error}", file=sys.stderr)
+    except StartupError as error:
+        print(f"mail-gateway: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # a file that cannot be read, a port the sandbox cannot have
+        print(f"mail-gateway: {_os_error(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _configured(args: argparse.Namespace) -> Settings:
+    """The configuration file's settings, with logging as its [log] table says."""
+    settings = load_config(args.config)
+    log = settings.log
+    configure_logging(args.log_level or log.level, log.format, log.personal_data)
+    return settings
+
+
+def _os_error(error: OSError) -> str:
+    """``/x.eml: no such file or directory``: the file named, the system's words."""
+    reason = StartupError.reason(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 def _say(line: str) -> None:
@@ -221,14 +262,30 @@ def _passwd(args: argparse.Namespace) -> int:
     if ":" in args.user or not args.user.strip():
         print("mail-gateway: a user name may not be empty or contain ':'", file=sys.stderr)
         return 2
-    password = (
-        sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"Password for {args.user}: ")
-    )
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif _has_terminal():
+        password = getpass.getpass(f"Password for {args.user}: ")
+    else:
+        print(
+            "mail-gateway: no terminal to ask for the password on; give it on standard input with --stdin",
+            file=sys.stderr,
+        )
+        return 2
     if not password:
         print("mail-gateway: an empty password is not allowed", file=sys.stderr)
         return 2
     print(f"{args.user}:{hash_password(password)}")
     return 0
+
+
+def _has_terminal() -> bool:
+    """Whether getpass can ask without echo (it reads /dev/tty, else falls back to standard input)."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 def _queue(args: argparse.Namespace) -> int:

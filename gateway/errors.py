@@ -5,6 +5,8 @@
     GatewayError                    .reply: Reply; .transient
     ├── RefusedError                refused at an SMTP command (bad address, relay attempt, size)
     ├── ConfigError                 the configuration file is wrong (raised at start, never sent)
+    ├── StartupError                the configuration cannot be put to work here: a port in use, a
+    │                               certificate that does not load, a spool it may not write (at start)
     ├── UnreadableError             a mail that cannot be read within its budget (poison): never retried as is
     ├── SpoolError                  4xx: the spool could not be written (raised at the spool's boundary)
     │   └── SpoolFullError          its disk is full: 452 4.3.1, as Postfix says it
@@ -27,6 +29,8 @@ spool can store it as columns.
 
 from __future__ import annotations
 
+import os
+
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "RefusedError",
     "SpoolError",
     "SpoolFullError",
+    "StartupError",
     "ThrottledError",
     "TransientError",
     "UnavailableError",
@@ -76,6 +81,21 @@ class ConfigError(GatewayError):
 class UnreadableError(GatewayError):
     """The mail could not be read (parsed) within its budget of time and memory, or its reading crashed:
     reading it again would end the same way. It becomes a contact saying so, or a dead letter."""
+
+
+class StartupError(GatewayError):
+    """The gateway cannot start as configured; ``key`` names the setting (``smtp.listen``), ``problem``
+    says what this machine answered, in words (``127.0.0.1:25: address already in use``)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+    @staticmethod
+    def reason(error: OSError) -> str:
+        """``address already in use``: the system's words for an OSError, without Python's decoration."""
+        return os.strerror(error.errno).lower() if error.errno else str(error)
 
 
 class SpoolError(GatewayError):

@@ -7,11 +7,13 @@ human who reads a bounce; they never carry internal exception text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-__all__ = ["EARLIER_CONTACT", "Replies", "Reply"]
+__all__ = ["EARLIER_CONTACT", "MAX_LINE_OCTETS", "Replies", "Reply"]
 
 EARLIER_CONTACT = "(made by an earlier attempt)"  # names a contact whose ContactId this attempt never saw
+MAX_LINE_OCTETS = 512  # RFC 5321 §4.5.3.1.5: a reply line, its code and CRLF included
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,23 @@ class Reply:
     status: str
     text: str
     name: str = field(default="", compare=False)  # the table's name for it: metrics count refusals by name
+    more: tuple[str, ...] = ()  # further lines of a multi-line reply (RFC 5321 §4.2.1), each with its code
+
+    def fits(self) -> bool:
+        """Whether every line is within :data:`MAX_LINE_OCTETS`."""
+        return all(len(line.encode()) + 2 <= MAX_LINE_OCTETS for line in str(self).split("\r\n"))
+
+    def listing(self, items: Sequence[str], separator: str = " ") -> Reply:
+        """The same reply with ``items`` on the lines that follow it, as many to a line as fit: nothing is
+        cut, however many there are (a mail to 100 recipients keeps its 100 ContactIds)."""
+        room = MAX_LINE_OCTETS - len(f"{self.code}-{self.status} ".encode()) - 2
+        lines: list[str] = []
+        for item in items:
+            if lines and len((lines[-1] + separator + item).encode()) <= room:
+                lines[-1] += separator + item
+            else:
+                lines.append(item)
+        return replace(self, more=self.more + tuple(lines))
 
     @property
     def transient(self) -> bool:
@@ -31,10 +50,15 @@ class Reply:
 
     def format(self, **values: object) -> Reply:
         """The same reply with ``{name}`` placeholders of its text filled in."""
-        return Reply(self.code, self.status, self.text.format(**values), self.name)
+        return replace(self, text=self.text.format(**values))
 
     def __str__(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
+        """The reply as sent, without the final CRLF: lines joined by CRLF, ``250-`` on all but the last."""
+        texts = (self.text, *self.more)
+        last = len(texts) - 1
+        return "\r\n".join(
+            f"{self.code}{'-' if n < last else ' '}{self.status} {text}" for n, text in enumerate(texts)
+        )
 
 
 class Replies:
@@ -51,10 +75,19 @@ class Replies:
     PARTLY_DELIVERED = Reply(
         250, "2.0.0", "Delivered to Amazon Connect as contact {contacts}; refused for {refused} recipient(s)"
     )
+    # When the ContactIds do not fit one line: they follow on lines of their own (Reply.listing).
+    DELIVERED_MANY = Reply(250, "2.0.0", "Delivered to Amazon Connect as {count} contacts:")
+    PARTLY_DELIVERED_MANY = Reply(
+        250, "2.0.0", "Delivered to Amazon Connect as {count} contacts; refused for {refused} recipient(s):"
+    )
 
     # 4xx: conditions that can clear; the client retries and the retry is idempotent
     THROTTLED = Reply(451, "4.4.5", "Amazon Connect is busy; please try again later")
     UNAVAILABLE = Reply(451, "4.4.1", "Amazon Connect could not be reached; please try again later")
+    CONNECT_FAILED = Reply(451, "4.3.0", "Amazon Connect answered with an error; please try again later")
+    STORE_FAILED = Reply(
+        451, "4.3.0", "The attachment store (Amazon S3) answered with an error; please try again later"
+    )
     MISCONFIGURED = Reply(451, "4.3.5", "This gateway has a configuration problem; please try again later")
     LOCAL_ERROR = Reply(451, "4.3.0", "Temporary local problem; please try again later")
     TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; please try again later")

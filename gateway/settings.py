@@ -17,6 +17,7 @@ __all__ = [
     "CONNECT_DEFAULT_FILE_TYPES",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "EVERYWHERE",
+    "LOOPBACK",
     "AccessSettings",
     "AttachmentSettings",
     "AuthSettings",
@@ -88,6 +89,8 @@ CONNECT_DEFAULT_FILE_TYPES = (
 )  # fmt: skip
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 EVERYWHERE: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+# This machine, as Postfix's ``mynetworks_style = host``: local relays and applications.
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,15 @@ class AccessSettings:
     senders_deny: tuple[str, ...] = ()
     proxy_protocol: bool = False  # expect a PROXY v1/v2 header (behind a TCP load balancer)
     proxy_trusted: tuple[Network, ...] = ()  # the load balancers allowed to send it
+    # Relays and applications of one's own (Postfix's $mynetworks): exempt from the per-client limits, so
+    # that a relay's parallel connections and a test suite's bursts are never refused.
+    relay_networks: tuple[Network, ...] = LOOPBACK
 
 
 @dataclass(frozen=True)
 class LimitSettings:
     max_connections: int = 100
-    max_connections_per_client: int = 10
+    max_connections_per_client: int = 50  # Postfix's smtpd_client_connection_count_limit
     max_mails_per_client_per_minute: int = 60
     max_recipients: int = 100
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2: five minutes

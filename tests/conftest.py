@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,7 +18,15 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import RouteSettings, Settings, SmtpSettings
 
-from .helpers import CREDENTIALS, ROOT, RecordingSink, Sandbox, SmtpClient, make_door, make_settings
+from .helpers import (
+    CREDENTIALS,
+    RecordingSink,
+    Sandbox,
+    SmtpClient,
+    make_door,
+    make_settings,
+    running_sandbox,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -86,29 +90,8 @@ async def smarthost() -> AsyncIterator[tuple[SmtpServer, RecordingSink]]:
 
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "sandbox", "--smtp-port", "0", "--http-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("Ready"):
-            break
-    text = "".join(lines)
-    smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", text)
-    http = re.search(r"Connect\s+http://127\.0\.0\.1:(\d+)", text)
-    assert smtp is not None and http is not None, text
-    try:
-        yield Sandbox(process, int(smtp.group(1)), int(http.group(1)))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-    assert process.returncode == 0
+    with running_sandbox() as started:
+        yield started
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

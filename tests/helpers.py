@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
@@ -321,11 +325,82 @@ async def put_faults(emulator: EmulatorServer, **faults: float) -> None:
 
 
 class Sandbox:
-    def __init__(self, process: subprocess.Popen[str], smtp_port: int, http_port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], smtp_port: int, http_port: int, started: str) -> None:
         self.process = process
         self.smtp_port = smtp_port
         self.http_port = http_port
+        self.started = started  # what it printed up to "Ready"
 
     def next_line(self) -> str:
         assert self.process.stdout is not None
         return self.process.stdout.readline()
+
+
+@contextmanager
+def running_sandbox(*options: str, cwd: Path = ROOT) -> Iterator[Sandbox]:
+    """``mail-gateway sandbox`` as a user runs it, on free ports; stopped with SIGTERM at the end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "sandbox", "--smtp-port", "0", "--http-port", "0", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Ready"):
+            break
+    text = "".join(lines)
+    smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", text)
+    http = re.search(r"Connect\s+http://127\.0\.0\.1:(\d+)", text)
+    try:
+        assert smtp is not None and http is not None, text
+        yield Sandbox(process, int(smtp.group(1)), int(http.group(1)), text)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+class Session:
+    """A raw SMTP client on asyncio streams: it can misbehave in ways smtplib will not."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(
+        cls, port: int, source: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+    ) -> Session:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            local_addr=(source, 0),
+            ssl=ssl_context,
+            server_hostname="localhost" if ssl_context else None,
+        )
+        return cls(reader, writer)
+
+    async def reply(self, seconds: float = 10) -> str:
+        """One whole reply (the last line of a multi-line one), or "" when the server hung up."""
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), seconds)
+            if not line:
+                return ""
+            text = line.decode().rstrip("\r\n")
+            if len(text) < 4 or text[3] != "-":
+                return text
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def command(self, line: str | bytes) -> str:
+        await self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return await self.reply()
+
+    async def closed(self, seconds: float = 10) -> bool:
+        return await asyncio.wait_for(self.reader.read(), seconds) == b""
+
+    def close(self) -> None:
+        self.writer.close()

@@ -213,3 +213,71 @@ def test_passwd_writes_a_line_the_gateway_accepts(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_text(result.stdout)
     assert Credentials.load(path).verify(b"relay", b"s3cret")
+
+
+def test_queue_list_names_delivered_mail_by_its_contacts_and_retry_says_when_nothing_is_dead(
+    tmp_path: Path,
+) -> None:
+    from gateway.delivery.spool import Spool
+    from gateway.mail import InMemoryContent, ReceivedMail, Target
+    from gateway.settings import RouteSettings
+
+    spool = Spool(tmp_path / "spool")
+    route = RouteSettings(match="*", instance_id="i-1")
+    delivered = spool.put(
+        ReceivedMail(
+            "customer@client.test", ("a@example.com", "b@example.com"),
+            (Target(route, "a@example.com"), Target(route, "b@example.com")),
+            InMemoryContent(b"Message-ID: <d@client.test>\r\n\r\nbody\r\n"), "127.0.0.1", "client.test",
+        )
+    )  # fmt: skip
+    spool.delivered(delivered, 0, "contact-a")
+    spool.delivered(delivered, 1, "contact-b")
+    spool.finish(delivered)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{tmp_path / "spool"}"\n'
+        '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
+    )
+    [_, line] = run("queue", "--config", str(config), "list").stdout.splitlines()
+    assert f"{delivered}  done" in line and "2 contacts" in line
+    assert "tries" not in line
+    retried = run("queue", "--config", str(config), "retry", "--all-dead")
+    assert (retried.returncode, retried.stdout) == (0, "nothing to retry: no mail in the dead-letter area\n")
+
+
+def test_passwd_without_a_terminal_says_how(tmp_path: Path) -> None:
+    """No terminal to ask on (a script, a container) and no --stdin: a clean error, not an EOFError."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "passwd", "relay"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        start_new_session=True,  # no controlling terminal, as under cron or in a container
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "mail-gateway: no terminal to ask for the password on; give it on standard input with --stdin\n"
+    )
+    assert result.stdout == ""
+
+
+def test_parse_names_a_file_it_cannot_read() -> None:
+    result = run("parse", "/nonexistent.eml")
+    assert result.returncode == 1
+    assert result.stderr == "mail-gateway: /nonexistent.eml: no such file or directory\n"
+
+
+def test_output_into_a_reader_that_stops_ends_quietly(tmp_path: Path) -> None:
+    """``mail-gateway parse big.eml | head -1``: no "Broken pipe", no traceback."""
+    path = tmp_path / "big.eml"
+    path.write_bytes(make_mail(text="line of text\n" * 200_000).as_bytes())  # megabytes of JSON
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "parse", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    ) as process:  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline() == b"[\n"
+        process.stdout.close()  # as head does after its line
+        stderr = process.stderr.read()
+        process.wait(timeout=60)
+    assert stderr == b""
+    assert process.returncode == 1

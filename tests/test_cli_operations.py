@@ -111,8 +111,11 @@ def test_check_names_each_broken_item(strict_emulator: Emulator, tmp_path: Path)
     assert "PASS destination support@example.com in instance i-1" in result.stdout
 
 
-def test_check_without_credentials_says_so(strict_emulator: Emulator, tmp_path: Path) -> None:
-    config = strict_emulator.config(tmp_path / "gateway.toml", "attachments", ROUTE)
+def test_check_without_credentials_says_so(tmp_path: Path) -> None:
+    """An endpoint off this machine needs real ones (TEST-NET: never reached, the check stops first)."""
+    config = Emulator("http://192.0.2.1:8025", "http://192.0.2.1:8026").config(
+        tmp_path / "gateway.toml", "attachments", ROUTE
+    )
     bare = {k: v for k, v in ENVIRONMENT.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "check", "--config", str(config)],
@@ -120,6 +123,84 @@ def test_check_without_credentials_says_so(strict_emulator: Emulator, tmp_path: 
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stdout.splitlines()[-1].startswith("FAIL credentials: none found")
+
+
+def test_check_against_the_emulator_as_the_example_says(tmp_path: Path) -> None:
+    """examples/emulator.toml with the emulator its comment starts, and no AWS credentials at all."""
+    example = (ROOT / "examples" / "emulator.toml").read_text()
+    [command] = [line.strip("# ").split() for line in example.splitlines() if "mail-gateway emulate" in line]
+    arguments = command[command.index("emulate") + 1 :]
+    for flag in ("--port", "--s3-port"):  # the same command on ports free right now
+        arguments[arguments.index(flag) + 1] = "0"
+    bare = {k: v for k, v in ENVIRONMENT.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "emulate", *arguments],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        s3 = re.search(r"http://\S+", process.stdout.readline())
+        connect = re.search(r"http://\S+", process.stdout.readline())
+        assert s3 is not None and connect is not None
+        config = tmp_path / "emulator.toml"
+        config.write_text(
+            example.replace("http://127.0.0.1:8025", connect.group(0)).replace(
+                "http://127.0.0.1:8026", s3.group(0)
+            )
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "check", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=bare,
+        )  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    instance, flow = "8f1c2d3e-0000-4000-8000-000000000001", "4a2e0000-0000-4000-8000-00000000000f"
+    assert result.stdout.splitlines() == [
+        "PASS config: 1 route(s)",
+        "PASS credentials: none needed: every endpoint is on this machine",
+        f"PASS instance {instance}: exists (ACTIVE)",
+        f"PASS destination support@example.com in instance {instance}: an email address of the instance",
+        f"PASS contact flow {flow} in instance {instance}: exists (ACTIVE)",
+        "PASS bucket emulator-attachments: put, presigned GET and delete work",
+    ]
+
+
+def test_check_logs_as_the_log_table_says(strict_emulator: Emulator, tmp_path: Path) -> None:
+    """JSON by default, as serve logs: botocore's own line about the credentials it found included."""
+    config = strict_emulator.config(tmp_path / "gateway.toml", "attachments", ROUTE)
+    result = gateway("check", "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any(r["logger"].endswith("botocore.credentials") for r in records), result.stderr
+
+
+def test_check_loads_the_certificate_as_the_server_would(strict_emulator: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not PEM\n")
+    tls = f'[tls]\ncertificate = "{tmp_path / "cert.pem"}"\nkey = "{tmp_path / "cert.pem"}"\n'
+    config = strict_emulator.config(tmp_path / "gateway.toml", "attachments", ROUTE, tls)
+    result = gateway("check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[1] == (
+        f"FAIL tls: tls.certificate: {tmp_path / 'cert.pem'} is not a PEM certificate "
+        "(no -----BEGIN ...CERTIFICATE----- line)"
+    )
+
+
+def test_check_warns_of_relays_behind_a_proxy(strict_emulator: Emulator, tmp_path: Path) -> None:
+    """Without the PROXY header every client arrives from the load balancer: a relay, if it is listed."""
+    access = '[access]\nproxy_trusted = ["10.1.0.0/16"]\nrelay_networks = ["127.0.0.0/8", "10.0.0.0/8"]\n'
+    config = strict_emulator.config(tmp_path / "gateway.toml", "attachments", ROUTE, access)
+    result = gateway("check", "--config", str(config))
+    assert result.returncode == 0, result.stdout  # a warning, not a failure
+    assert result.stdout.splitlines()[1] == (
+        "WARN access.relay_networks: 10.0.0.0/8 holds a load balancer of proxy_trusted while proxy_protocol "
+        "is off: every client it forwards would count as a relay, free of the per-client limits"
+    )
+    with_proxy = access.replace("[access]\n", "[access]\nproxy_protocol = true\n")
+    config = strict_emulator.config(tmp_path / "gateway.toml", "attachments", ROUTE, with_proxy)
+    assert "WARN" not in gateway("check", "--config", str(config)).stdout
 
 
 def test_serve_logs_one_json_line_per_mail(strict_emulator: Emulator, tmp_path: Path) -> None:

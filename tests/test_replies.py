@@ -46,6 +46,10 @@ EXPECTED = {
     "NO_ROOM": (452, "4.3.1"),
     "EXPIRED": (554, "5.4.7"),
     "PARTLY_DELIVERED": (250, "2.0.0"),
+    "DELIVERED_MANY": (250, "2.0.0"),
+    "PARTLY_DELIVERED_MANY": (250, "2.0.0"),
+    "CONNECT_FAILED": (451, "4.3.0"),
+    "STORE_FAILED": (451, "4.3.0"),
     "THROTTLED": (451, "4.4.5"),
     "UNAVAILABLE": (451, "4.4.1"),
     "MISCONFIGURED": (451, "4.3.5"),
@@ -88,3 +92,16 @@ def test_format_fills_placeholders_and_renders_the_line() -> None:
     assert str(reply) == "550 5.7.1 Relaying denied: this gateway does not accept mail for <a@b.c>"
     assert reply.permanent and not reply.transient
     assert Replies.THROTTLED.transient
+
+
+def test_a_long_listing_becomes_a_multi_line_reply_within_512_octets() -> None:
+    """RFC 5321 §4.5.3.1.5: 512 octets a line, code and CRLF included; nothing is cut."""
+    ids = [f"{n:08x}-0000-4000-8000-{n:012x}" for n in range(61)]
+    reply = Replies.DELIVERED_MANY.format(count=61).listing(ids, separator=", ")
+    lines = str(reply).split("\r\n")
+    assert lines[0] == "250-2.0.0 Delivered to Amazon Connect as 61 contacts:"
+    assert all(line.startswith("250-2.0.0 ") for line in lines[:-1]) and lines[-1].startswith("250 2.0.0 ")
+    assert max(len(line.encode()) + 2 for line in lines) <= 512 and reply.fits()
+    listed = ", ".join(line[len("250-2.0.0 ") :] for line in lines[1:]).split(", ")
+    assert listed == ids
+    assert not Replies.DELIVERED.format(contacts=", ".join(ids)).fits()  # one line would be 2,300 octets

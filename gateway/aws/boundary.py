@@ -34,6 +34,7 @@ from gateway.errors import (
     ThrottledError,
     UnavailableError,
 )
+from gateway.replies import Replies
 
 __all__ = ["translate", "translated"]
 
@@ -112,7 +113,10 @@ def _client_error(error: ClientError, service: str) -> DeliveryError:
         return ThrottledError(message, service=service, code=name)
     if code in _CONFIGURATION or status in (401, 403, 404):
         return MisconfiguredError(message, service=service, code=name)
-    if status >= 500 or status == 402 or status == 0:
+    if status >= 500:  # it answered: not the same as "could not be reached"
+        reply = Replies.STORE_FAILED if service == "s3" else Replies.CONNECT_FAILED
+        return UnavailableError(message, reply, service=service, code=name)
+    if status == 402 or status == 0:
         return UnavailableError(
             message, service=service, code=name
         )  # 402: a quota (concurrent active emails) that clears later

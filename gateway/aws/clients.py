@@ -3,15 +3,19 @@
 botocore's own retries are off (one attempt per call): the gateway has exactly one retry layer, so that
 attempts never multiply under each other. Endpoints come from the config or from botocore's standard
 ``AWS_ENDPOINT_URL_CONNECT`` / ``AWS_ENDPOINT_URL_S3``; credentials from the standard chain, unless the
-sandbox passes its own throwaway ones.
+sandbox passes its own throwaway ones. When every endpoint is on this machine (the emulator) and the chain
+has none, placeholder credentials are used: SigV4 still signs, and nothing real is needed or exposed.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -22,7 +26,13 @@ if TYPE_CHECKING:
     from types_aiobotocore_connect import ConnectClient
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["AwsClients", "StaticCredentials"]
+__all__ = [
+    "LOCAL_CREDENTIALS",
+    "AwsClients",
+    "StaticCredentials",
+    "endpoints_are_local",
+    "usable_credentials",
+]
 
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 30
@@ -33,6 +43,50 @@ class StaticCredentials:
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+
+
+LOCAL_CREDENTIALS = StaticCredentials("local-endpoint", "local-endpoint")  # never valid at AWS
+
+
+def _endpoint(settings: AwsSettings, service: str) -> str | None:
+    """The endpoint botocore will use: the configuration's, else the standard environment variables."""
+    configured = settings.connect_endpoint_url if service == "connect" else settings.s3_endpoint_url
+    return (
+        configured
+        or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+
+
+def _local(url: str | None) -> bool:
+    host = urlsplit(url).hostname if url else None
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoints_are_local(settings: AwsSettings) -> bool:
+    """Whether both Connect and S3 are served on this machine (the emulator and its S3)."""
+    return _local(_endpoint(settings, "connect")) and _local(_endpoint(settings, "s3"))
+
+
+async def usable_credentials(
+    settings: AwsSettings, given: StaticCredentials | None = None
+) -> tuple[StaticCredentials | None, bool]:
+    """The credentials to create clients with (None: botocore's chain), and whether any were found: the
+    given ones, the chain's, or, for endpoints on this machine only, placeholders."""
+    if given is not None:
+        return given, True
+    if await get_session().get_credentials() is not None:
+        return None, True
+    if endpoints_are_local(settings):
+        return LOCAL_CREDENTIALS, True
+    return None, False
 
 
 class AwsClients:

@@ -1,8 +1,10 @@
 """The front door's settings: ``[tls]``, ``[auth]``, ``[access]``, ``[limits]`` and ``[automatic]``.
 
-Every limit has a default fit for the open internet. The memory the limits allow together is checked
-against the machine: aiosmtpd holds a whole DATA in memory, so connections times message size must stay
-affordable (the default number of connections is derived from the machine's memory).
+Every limit has a default fit for the open internet that never throttles a relay: the per-client limits
+are Postfix's (50 connections), and ``relay_networks`` (this machine by default, as Postfix's
+``$mynetworks``) is exempt from them. The memory the limits allow together is checked against the machine:
+aiosmtpd holds a whole DATA in memory, so connections times message size must stay affordable (the default
+number of connections is derived from the machine's memory).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.settings import (
 )
 
 __all__ = [
+    "MIN_DEFAULT_CONNECTIONS",
     "memory_per_connection",
     "parse_access",
     "parse_auth",
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 COPIES_PER_MESSAGE = 3  # the lines read, the joined bytes, the parse: the peak while a mail is accepted
+MIN_DEFAULT_CONNECTIONS = 50  # Postfix's per-client limit, and more than a relay's 20 parallel deliveries
 
 
 def memory_per_connection(max_message_size: int) -> int:
@@ -116,6 +120,7 @@ def parse_access(table: Table, auth: AuthSettings) -> AccessSettings:
         senders_deny=table.converted("senders_deny", _patterns, AccessSettings.senders_deny),
         proxy_protocol=proxy,
         proxy_trusted=trusted,
+        relay_networks=table.converted("relay_networks", _networks, AccessSettings.relay_networks),
     )
     table.done()
     return settings
@@ -126,10 +131,14 @@ def _at_least_one(value: float) -> str | None:
 
 
 def parse_limits(table: Table, max_message_size: int, memory: int) -> LimitSettings:
-    """The limits; ``max_connections`` defaults to what ``memory`` (the machine's) affords (10 to 200)."""
+    """The limits; ``max_connections`` defaults to what ``memory`` (the machine's) affords, from
+    :data:`MIN_DEFAULT_CONNECTIONS` to 200. The floor holds even where memory is short: a relay opens 20
+    connections at once, and refusing them costs more than the rare moment when every one of them carries
+    a mail of the largest size (``mail-gateway check`` warns about it). A value set in the file is held to
+    the machine's memory."""
     per_connection = memory_per_connection(max_message_size)
     affordable = max(1, memory // per_connection)
-    defaults = LimitSettings(max_connections=max(10, min(200, affordable)))
+    defaults = LimitSettings(max_connections=max(MIN_DEFAULT_CONNECTIONS, min(200, affordable)))
     values: dict[str, Any] = {}
     for key in (
         "max_connections",
@@ -147,7 +156,7 @@ def parse_limits(table: Table, max_message_size: int, memory: int) -> LimitSetti
     for key in ("command_timeout", "data_timeout"):
         values[key] = table.check(key, table.duration(key, getattr(defaults, key)), _at_least_one)
     settings = LimitSettings(**values)
-    if settings.max_connections * per_connection > memory:
+    if "max_connections" in table.values and settings.max_connections * per_connection > memory:
         need = settings.max_connections * per_connection / 1024**3
         raise table.error(
             "max_connections",

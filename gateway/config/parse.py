@@ -10,6 +10,7 @@ from the standard AWS chain (environment, shared files, instance or pod role).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -311,6 +312,21 @@ def _connect_address(value: str | None) -> str | None:
     return None
 
 
+_INSTANCE_ARN = re.compile(r"arn:[\w-]+:connect:[\w-]*:\d*:instance/([^/\s]+)(/.*)?")
+
+
+def _instance_id(value: str | None) -> str | None:
+    """The instance's id, as Connect's API takes it: an ARN is refused, naming the id inside it."""
+    if value is None:
+        return None
+    arn = _INSTANCE_ARN.fullmatch(value.strip())
+    if arn is not None:
+        return f"is an ARN; give the instance id inside it: {arn[1]}"
+    if ":" in value or "/" in value:
+        return "must be the instance id (such as 8f1c2d3e-0000-4000-8000-000000000001), not an ARN or a path"
+    return _member("InstanceId")(value)
+
+
 def _header_name(value: str | None) -> str | None:
     if value is None or (value.isascii() and value.replace("-", "").isalnum()):
         return None
@@ -351,9 +367,7 @@ def _routes(tables: list[Table]) -> tuple[RouteSettings, ...]:
         if match.casefold() in seen:
             raise table.error("match", f"is the same as {seen[match.casefold()]}, which wins (first match)")
         seen[match.casefold()] = table.name("match")
-        instance_id = table.check(
-            "instance_id", table.text("instance_id", required=True), _member("InstanceId")
-        )
+        instance_id = table.check("instance_id", table.text("instance_id", required=True), _instance_id)
         destination = table.check("destination", table.text("destination"), _connect_address)
         routes.append(
             RouteSettings(

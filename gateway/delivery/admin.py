@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gateway.delivery.spool import STATES, MailState, QueuedMail, Spool, SpoolBusyError
+from gateway.delivery.spool import STATES, MailState, QueuedMail, Spool, SpoolBusyError, TargetState
 
 __all__ = ["run_queue_command"]
 
@@ -33,12 +33,21 @@ def counts_line(counts: dict[MailState, int]) -> str:
     return "  ".join(f"{state} {counts[state]}" for state in STATES)
 
 
+def progress(mail: QueuedMail) -> str:
+    """Delivered mail by its contacts (a count of failed tries would read as "never tried"); the rest by
+    how many tries failed so far."""
+    if mail.state == "done":
+        made = sum(1 for target in mail.targets if target.state == TargetState.DELIVERED)
+        return f"{made} contact{'' if made == 1 else 's'}"
+    return f"tries {mail.attempts}"
+
+
 def list_lines(mails: list[QueuedMail], now: float) -> list[str]:
     lines = []
     for mail in mails:
         error = f"  ({mail.last_error[:100]})" if mail.last_error and mail.state != "done" else ""
         lines.append(
-            f"{mail.id}  {mail.state:<8}  {_age(mail.received_at, now):>4}  tries {mail.attempts:<3}  "
+            f"{mail.id}  {mail.state:<8}  {_age(mail.received_at, now):>4}  {progress(mail):<10}  "
             f"{mail.size:>9} B  <{mail.sender}> -> {', '.join(mail.recipients)}{error}"
         )
     return lines
@@ -92,7 +101,10 @@ def run_queue_command(
         return 0
     if action == "retry" and all_dead:
         retried = spool.retry_dead()
-        out(f"{len(retried)} mail(s) queued again" + (": " + " ".join(retried) if retried else ""))
+        if not retried:
+            out("nothing to retry: no mail in the dead-letter area")
+        else:
+            out(f"{len(retried)} mail(s) queued again: " + " ".join(retried))
         return 0
     if mail_id is None:
         out(f"queue {action}: give a queue id")

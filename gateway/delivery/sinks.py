@@ -80,7 +80,8 @@ def summary_reply(outcomes: Sequence[Outcome]) -> Reply:
     """The one SMTP reply for a mail delivered while the client waits (sync mode).
 
     Any transient failure: 4xx, and the client's retry is idempotent. All failed for good: the first
-    permanent reply. Otherwise 250 naming the contacts.
+    permanent reply. Otherwise 250 naming every contact: on one line when it fits in 512 octets, else on
+    the lines of a multi-line reply.
     """
     transient = [o.error for o in outcomes if o.error is not None and o.error.transient]
     if transient:
@@ -89,11 +90,15 @@ def summary_reply(outcomes: Sequence[Outcome]) -> Reply:
     if not delivered:
         failed = [o.error for o in outcomes if o.error is not None]
         return failed[0].reply if failed else Replies.LOCAL_ERROR
-    contacts = ", ".join(o.contact_id or EARLIER_CONTACT for o in delivered)
+    ids = [o.contact_id or EARLIER_CONTACT for o in delivered]
     refused = len(outcomes) - len(delivered)
     if refused:
-        return Replies.PARTLY_DELIVERED.format(contacts=contacts, refused=refused)
-    return Replies.DELIVERED.format(contacts=contacts)
+        reply = Replies.PARTLY_DELIVERED.format(contacts=", ".join(ids), refused=refused)
+        many = Replies.PARTLY_DELIVERED_MANY.format(count=len(ids), refused=refused)
+    else:
+        reply = Replies.DELIVERED.format(contacts=", ".join(ids))
+        many = Replies.DELIVERED_MANY.format(count=len(ids))
+    return reply if reply.fits() else many.listing(ids, separator=", ")
 
 
 class DeliverNow:

@@ -2,7 +2,9 @@
 
 One :class:`Admission` is shared by every connection of the gateway, so the counts are per client address
 across connections. Every refusal is a named reply: 4xx for what clears with time (too many connections,
-mails or failed logins now), 5xx for policy (a network or sender that is not allowed).
+mails or failed logins now), 5xx for policy (a network or sender that is not allowed). Clients in
+``relay_networks`` (one's own relays and applications, as Postfix exempts ``$mynetworks``) are exempt from
+the per-client limits; the total number of connections still holds for them.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class Admission:
             return Replies.NETWORK_REFUSED
         if self.connections >= self._limits.max_connections:
             return Replies.TOO_MANY_CONNECTIONS
-        if self._connections[client] >= self._limits.max_connections_per_client:
+        if self._connections[client] >= self._limits.max_connections_per_client and not self.is_relay(client):
             return Replies.TOO_MANY_CLIENT_CONNECTIONS
         self._connections[client] += 1
         return None
@@ -72,6 +74,9 @@ class Admission:
         self._connections[client] -= 1
         if self._connections[client] <= 0:
             del self._connections[client]
+
+    def is_relay(self, client: str) -> bool:
+        return in_networks(client, self._access.relay_networks)
 
     def proxy_trusted(self, peer: str) -> bool:
         return in_networks(peer, self._access.proxy_trusted)
@@ -89,7 +94,9 @@ class Admission:
         return None
 
     def mail(self, client: str) -> Reply | None:
-        """One more mail from this client in the last minute, if the rate allows it."""
+        """One more mail from this client in the last minute, if the rate allows it (relays: always)."""
+        if self.is_relay(client):
+            return None
         recent = self._recent(self._mails[client], RATE_WINDOW_SECONDS)
         if len(recent) >= self._limits.max_mails_per_client_per_minute:
             return Replies.TOO_MANY_MAILS

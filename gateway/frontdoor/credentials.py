@@ -45,6 +45,11 @@ class Credentials:
             users[user] = hashed.encode("ascii")
         return cls(users)
 
+    @property
+    def count(self) -> int:
+        """How many users the file names (not ``__len__``: an empty file must not make the object false)."""
+        return len(self._users)
+
     def verify(self, user: bytes, password: bytes) -> bool:
         """Whether the password is the user's; as slow for an unknown user as for a known one."""
         name = user.decode("utf-8", errors="replace")

@@ -1,16 +1,21 @@
 """Everything on 127.0.0.1 in one command: the gateway, the Connect emulator and an embedded S3.
 
-Every recipient is routed to the emulated instance with the recipient as the destination, so any mail an
-application sends shows up as the contact Connect would create.
+Without a configuration every recipient is routed to the emulated instance with the recipient as the
+destination, with no per-client limits (a test suite sends as fast as it can), so any mail an application
+sends shows up as the contact Connect would create. With ``--config FILE`` it is that file's gateway (its
+routes, limits, attachment and message rules, queue, TLS, AUTH and access) with only what the sandbox
+must provide replaced: the listen addresses, the AWS endpoints and the bucket; it says so at start.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from gateway.aws.clients import StaticCredentials
+from gateway.errors import StartupError
 from gateway.observe.metrics import Metrics
 from gateway.sandbox.emulator import EmulatedConnect, EmulatorServer
 from gateway.sandbox.emulator.connect import Contact
@@ -18,8 +23,11 @@ from gateway.sandbox.s3server import SANDBOX_KEY, EmbeddedS3
 from gateway.service.gateway import Gateway, until_signalled
 from gateway.service.health import add_health_routes
 from gateway.settings import (
+    EVERYWHERE,
+    AccessSettings,
     AttachmentSettings,
     AwsSettings,
+    HttpSettings,
     QueueMode,
     QueueSettings,
     RouteSettings,
@@ -27,11 +35,20 @@ from gateway.settings import (
     SmtpSettings,
 )
 
-__all__ = ["SANDBOX_BUCKET", "SANDBOX_INSTANCE", "run_sandbox", "sandbox_route", "sandbox_settings"]
+__all__ = [
+    "SANDBOX_BUCKET",
+    "SANDBOX_INSTANCE",
+    "configured_sandbox",
+    "run_sandbox",
+    "sandbox_route",
+    "sandbox_settings",
+]
 
 SANDBOX_INSTANCE = "sandbox-instance"
 SANDBOX_BUCKET = "sandbox-attachments"
 SANDBOX_CREDENTIALS = StaticCredentials(SANDBOX_KEY, SANDBOX_KEY)
+# The sandbox's own listener options, named as its users give them (not the file's keys).
+SANDBOX_OPTIONS = {"smtp.listen": "--smtp-port", "http.listen": "--http-port"}
 
 
 def sandbox_route() -> RouteSettings:
@@ -39,12 +56,27 @@ def sandbox_route() -> RouteSettings:
 
 
 def sandbox_settings(smtp_port: int, connect_url: str, s3_url: str, queue: QueueSettings) -> Settings:
+    """Any recipient, no per-client limits: a test suite's burst from one address is never throttled."""
     return Settings(
         smtp=SmtpSettings(host="127.0.0.1", port=smtp_port, hostname="sandbox.localhost"),
         aws=AwsSettings(region="us-east-1", connect_endpoint_url=connect_url, s3_endpoint_url=s3_url),
         attachments=AttachmentSettings(bucket=SANDBOX_BUCKET),
         routes=(sandbox_route(),),
         queue=queue,
+        access=AccessSettings(relay_networks=EVERYWHERE),
+    )
+
+
+def configured_sandbox(settings: Settings, smtp_port: int, connect_url: str, s3_url: str) -> Settings:
+    """A configuration file's gateway with the sandbox's listeners, endpoints and bucket."""
+    tls = settings.tls
+    return replace(
+        settings,
+        smtp=replace(settings.smtp, host="127.0.0.1", port=smtp_port),
+        aws=replace(settings.aws, connect_endpoint_url=connect_url, s3_endpoint_url=s3_url),
+        attachments=replace(settings.attachments, bucket=SANDBOX_BUCKET),
+        tls=replace(tls, implicit_listen=("127.0.0.1", 0) if tls.implicit_listen else None),
+        http=HttpSettings(listen=None),  # health and metrics are on the emulator's port
     )
 
 
@@ -62,11 +94,14 @@ async def run_sandbox(
     smtp_port: int = 2525,
     http_port: int = 8025,
     out: Callable[[str], None] = print,
-    mode: QueueMode = QueueMode.SYNC,
+    mode: QueueMode | None = None,
+    config: tuple[Path, Settings] | None = None,
 ) -> None:
-    """``sync`` (default): the SMTP reply names the ContactId. ``spool``: as in production, in a temporary
-    spool that is removed at the end."""
-    s3 = EmbeddedS3().start()
+    """``sync`` (the default without a configuration): the SMTP reply names the ContactId. ``spool``: as
+    in production, in a temporary spool that is removed at the end. ``config``: a file and its settings,
+    whose own queue (mode and path) is used unless ``mode`` is given."""
+    region = config[1].aws.region if config else "us-east-1"
+    s3 = EmbeddedS3(region=region).start()
     spool = tempfile.TemporaryDirectory(prefix="mail-gateway-sandbox-")
     try:
         s3.create_bucket(SANDBOX_BUCKET)
@@ -76,15 +111,32 @@ async def run_sandbox(
             s3=s3,
             extra_routes=lambda app: add_health_routes(app, later),
         )
-        await emulator.start("127.0.0.1", http_port)
         try:
-            queue = QueueSettings(
-                mode=mode, path=Path(spool.name), rate_per_second=20, burst=20, min_free_disk=0
-            )
-            settings = sandbox_settings(smtp_port, emulator.url, s3.url, queue)
-            async with Gateway(settings, SANDBOX_CREDENTIALS, serve_http=False) as gateway:
+            await emulator.start("127.0.0.1", http_port)
+        except OSError as error:
+            problem = f"cannot listen on 127.0.0.1:{http_port}: {StartupError.reason(error)}"
+            raise StartupError("--http-port", problem) from None
+        try:
+            if config is None:
+                queue = QueueSettings(
+                    mode=mode or QueueMode.SYNC,
+                    path=Path(spool.name),
+                    rate_per_second=20,
+                    burst=20,
+                    min_free_disk=0,
+                )
+                settings = sandbox_settings(smtp_port, emulator.url, s3.url, queue)
+            else:
+                settings = configured_sandbox(config[1], smtp_port, emulator.url, s3.url)
+                if mode is not None:
+                    settings = replace(settings, queue=replace(settings.queue, mode=mode))
+            async with _SandboxGateway(settings, SANDBOX_CREDENTIALS, serve_http=False) as gateway:
                 later.gateway = gateway
-                out(f"SMTP       127.0.0.1:{gateway.smtp_port}   (send mail here; any recipient)")
+                if config is not None:
+                    out(_provided(config[0], settings))
+                out(f"SMTP       127.0.0.1:{gateway.smtp_port}   (send mail here; {_who(settings)})")
+                if gateway.smtp is not None and gateway.smtp.implicit_tls_port is not None:
+                    out(f"SMTPS      127.0.0.1:{gateway.smtp.implicit_tls_port}   (implicit TLS)")
                 out(f"Connect    {emulator.url}   (emulator; contacts at {emulator.url}/_emulator/contacts)")
                 out(f"S3         {s3.url}   (bucket {SANDBOX_BUCKET})")
                 out(f"Metrics    {emulator.url}/metrics   (health: /healthz, /readyz)")
@@ -95,6 +147,32 @@ async def run_sandbox(
     finally:
         s3.stop()
         spool.cleanup()
+
+
+class _SandboxGateway(Gateway):
+    """The gateway, with start-up errors naming the sandbox's own options (``--smtp-port``)."""
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            return await super().__aenter__()
+        except StartupError as error:
+            option = SANDBOX_OPTIONS.get(error.key)
+            if option is None:
+                raise
+            raise StartupError(option, error.problem) from None
+
+
+def _provided(path: Path, settings: Settings) -> str:
+    return (
+        f"Config     {path}: everything from the file (queue mode {settings.queue.mode}) except what the "
+        f"sandbox provides: the listen addresses, the AWS endpoints (emulated) and the bucket"
+    )
+
+
+def _who(settings: Settings) -> str:
+    if settings.routes == (sandbox_route(),):
+        return "any recipient"
+    return f"the file's {len(settings.routes)} route(s)"
 
 
 class _GatewayLater:

@@ -1,12 +1,15 @@
 """The running gateway, assembled: AWS clients, the queue and its workers, routing and the SMTP front door.
 
 Shutdown runs in reverse: the listeners close first (no new mail), the workers get their grace period to
-finish deliveries under way, then the spool and the AWS clients close.
+finish deliveries under way, then the spool and the AWS clients close. A start that fails (a port in use,
+a spool it may not write, a certificate that does not load) raises one :class:`StartupError` naming the
+setting, after undoing what had started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import tempfile
@@ -16,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.aws.attachments import S3AttachmentStore
-from gateway.aws.clients import AwsClients, StaticCredentials
+from gateway.aws.clients import AwsClients, StaticCredentials, usable_credentials
 from gateway.aws.connect import ConnectContacts
 from gateway.contact.routing import Router
 from gateway.delivery.deliverer import Deliverer
@@ -25,6 +28,7 @@ from gateway.delivery.queue import LocalQueue
 from gateway.delivery.reading import MailReader
 from gateway.delivery.sinks import DeliverNow, SpoolIntake
 from gateway.delivery.workers import DeliveryWorkers
+from gateway.errors import SpoolError, StartupError
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.smtp import FrontDoor, SmtpServer
@@ -59,6 +63,7 @@ class Gateway:
         self.http: HttpEndpoint | None = None
         self.admission = Admission(settings.access, settings.limits, settings.auth)
         self.metrics = Metrics()
+        self._workers_started = False
 
     async def __aenter__(self) -> Gateway:
         try:
@@ -80,8 +85,16 @@ class Gateway:
         return Path(temporary.name)
 
     async def _open_queue(self) -> LocalQueue:
-        queue = LocalQueue(self.settings.queue.path)
-        recovered = await queue.open()
+        path = self.settings.queue.path
+        queue = LocalQueue(path)
+        try:
+            recovered = await queue.open()
+        except BaseException as error:
+            await queue.close()
+            if isinstance(error, OSError | SpoolError):
+                reason = StartupError.reason(error) if isinstance(error, OSError) else error.detail
+                raise StartupError("queue.path", f"cannot use the spool at {path}: {reason}") from None
+            raise
         self._stack.push_async_callback(queue.close)
         if recovered:
             log.info("resuming %d mail(s) that were being delivered when the gateway stopped", recovered)
@@ -89,7 +102,8 @@ class Gateway:
 
     async def _start(self) -> None:
         settings = self.settings
-        aws = await self._stack.enter_async_context(AwsClients(settings.aws, self._credentials))
+        credentials, _ = await usable_credentials(settings.aws, self._credentials)
+        aws = await self._stack.enter_async_context(AwsClients(settings.aws, credentials))
         metrics = self.metrics
         store = S3AttachmentStore(aws.s3, settings.attachments, settings.aws, metrics)
         contacts = ConnectContacts(aws.connect, metrics)
@@ -119,12 +133,13 @@ class Gateway:
                 url_expiry_seconds=settings.attachments.url_expiry_seconds,
                 database=self.queue.database,
             )
-            self._stack.push_async_callback(self.workers.stop)
+            self._stack.push_async_callback(self._stop_workers, self.workers)
             sink = SpoolIntake(self.queue, queue_settings.min_free_disk, self.workers.wake)
         else:
             incoming = self.queue.incoming if self.queue is not None else work
             sink = DeliverNow(deliverer, incoming, self.queue, queue_settings.unreadable)
         tls_context = server_context(settings.tls) if settings.tls.enabled else None
+        users = _credentials(settings.auth.credentials) if settings.auth.credentials else None
         door = FrontDoor(
             smtp=settings.smtp,
             limits=settings.limits,
@@ -133,24 +148,39 @@ class Gateway:
             admission=self.admission,
             tls_context=tls_context,
             require_tls=settings.tls.require_tls,
-            credentials=Credentials.load(settings.auth.credentials) if settings.auth.credentials else None,
+            credentials=users,
             automatic_policy=settings.automatic.policy,
             proxy_protocol=settings.access.proxy_protocol,
             metrics=metrics,
         )
         self.smtp = SmtpServer(door, settings.tls.implicit_listen)
-        await self.smtp.start()
-        self._stack.push_async_callback(self.smtp.stop)
+        self._stack.push_async_callback(self.smtp.stop)  # also closes a first listener when the second fails
+        try:
+            await self.smtp.start()
+        except OSError as error:
+            if self.smtp.listening and settings.tls.implicit_listen:  # the first listener is up
+                raise _cannot_listen("tls.implicit_listen", settings.tls.implicit_listen, error) from None
+            raise _cannot_listen("smtp.listen", (settings.smtp.host, settings.smtp.port), error) from None
         if tls_context is not None:
             reloader = CertificateReloader(tls_context, settings.tls)
             reloader.start()
             self._stack.push_async_callback(reloader.stop)
         if self.workers is not None:
             self.workers.start()
-        if settings.http.listen is not None and self._serve_http:
+            self._workers_started = True
+        listen = settings.http.listen
+        if listen is not None and self._serve_http:
             self.http = HttpEndpoint(self)
-            await self.http.start(*settings.http.listen)
+            try:
+                await self.http.start(*listen)
+            except OSError as error:
+                raise _cannot_listen("http.listen", listen, error) from None
             self._stack.push_async_callback(self.http.stop)
+
+    async def _stop_workers(self, workers: DeliveryWorkers) -> None:
+        """Workers that never started (the listener failed) have nothing to stop."""
+        if self._workers_started:
+            await workers.stop()
 
     def ready(self) -> tuple[bool, str]:
         """SMTP listening, the spool writable with room (and its last write worked), every delivery
@@ -190,6 +220,25 @@ class Gateway:
     def smtp_port(self) -> int:
         assert self.smtp is not None
         return self.smtp.port
+
+
+def _credentials(path: Path) -> Credentials:
+    try:
+        return Credentials.load(path)
+    except OSError as error:
+        raise StartupError("auth.credentials", f"{path}: {StartupError.reason(error)}") from None
+
+
+def _cannot_listen(key: str, address: tuple[str, int], error: OSError) -> StartupError:
+    """A port in use or not allowed, in words, naming the setting."""
+    host, port = address
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    problem = f"cannot listen on {where}: {StartupError.reason(error)}"
+    if error.errno == errno.EACCES and 0 < port < 1024:
+        problem += " (a port below 1024 needs root or the CAP_NET_BIND_SERVICE capability)"
+    elif error.errno == errno.EADDRINUSE:
+        problem += " (another program, or another gateway, listens there)"
+    return StartupError(key, problem)
 
 
 async def until_signalled() -> None:

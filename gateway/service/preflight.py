@@ -1,8 +1,11 @@
-"""``mail-gateway check``: before the first mail, is the AWS side of the configuration right?
+"""``mail-gateway check``: before the first mail, is the configuration right, here and on the AWS side?
 
-One line per check, naming the item: credentials resolve; each Connect instance exists; each route's
-destination is an email address of its instance; each named contact flow exists; the bucket takes a
-put, a presigned GET and a delete. The exit status is 0 only when nothing failed.
+One line per check, naming the item: the TLS certificate and key and the AUTH credentials load as the
+server loads them; warnings for limits that could go wrong (relays behind a proxy, memory short for the
+default connections); credentials resolve (endpoints on this machine, the emulator, need none); each
+Connect instance exists; each route's destination is an email address of its instance; each named contact
+flow exists; the bucket takes a put, a presigned GET and a delete. The exit status is 0 only when nothing
+failed (warnings do not fail).
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from enum import StrEnum
 from typing import Any
 
 import aiohttp
-from aiobotocore.session import get_session
 
 from gateway.aws.boundary import translate, translated
-from gateway.aws.clients import AwsClients, StaticCredentials
-from gateway.errors import DeliveryError
+from gateway.aws.clients import LOCAL_CREDENTIALS, AwsClients, StaticCredentials, usable_credentials
+from gateway.config import physical_memory
+from gateway.config.frontdoor import memory_per_connection
+from gateway.errors import ConfigError, DeliveryError, StartupError
+from gateway.frontdoor.credentials import Credentials
+from gateway.frontdoor.tls import server_context
 from gateway.settings import Settings
 
-__all__ = ["Check", "Status", "run_checks"]
+__all__ = ["Check", "Status", "local_checks", "run_checks"]
 
 MAX_ADDRESS_PAGES = 20
 NOT_AN_ADDRESS = "not an email address of the instance: contacts would be refused"
@@ -31,6 +37,7 @@ PROBE_PREFIX = "mail-gateway-check/"  # under [attachments] prefix: where the bu
 class Status(StrEnum):
     PASS = "PASS"  # noqa: S105 - a check status, not a password
     FAIL = "FAIL"
+    WARN = "WARN"  # works, but may not do what was meant
     SKIP = "SKIP"  # not checked, and why (a destination that is each recipient)
 
 
@@ -57,15 +64,22 @@ class _CheckFailed(Exception):
     pass
 
 
-async def run_checks(settings: Settings, credentials: StaticCredentials | None = None) -> list[Check]:
+async def run_checks(
+    settings: Settings, credentials: StaticCredentials | None = None, memory: int | None = None
+) -> list[Check]:
+    """``memory``: the machine's, in bytes (read from it unless given)."""
     checks = [Check(Status.PASS, "config", f"{len(settings.routes)} route(s)")]
-    found = credentials is not None or await get_session().get_credentials() is not None
+    checks += local_checks(settings, physical_memory() if memory is None else memory)
+    credentials, found = await usable_credentials(settings.aws, credentials)
     if not found:
         checks.append(
             Check(Status.FAIL, "credentials", "none found (environment, shared files, instance or pod role)")
         )
         return checks
-    checks.append(Check(Status.PASS, "credentials", "found"))
+    if credentials is LOCAL_CREDENTIALS:
+        checks.append(Check(Status.PASS, "credentials", "none needed: every endpoint is on this machine"))
+    else:
+        checks.append(Check(Status.PASS, "credentials", "found"))
     try:
         async with AwsClients(settings.aws, credentials) as aws:
             checks += await _connect_checks(settings, aws)
@@ -73,6 +87,74 @@ async def run_checks(settings: Settings, credentials: StaticCredentials | None =
     except DeliveryError as error:
         checks.append(Check(Status.FAIL, "aws", str(error)))
     return checks
+
+
+def local_checks(settings: Settings, memory: int) -> list[Check]:
+    """What needs no AWS: the files the server loads at start, and limits that may not do what was meant."""
+    checks: list[Check] = []
+    tls = settings.tls
+    if tls.enabled:
+        try:
+            server_context(tls)
+        except StartupError as error:
+            checks.append(Check(Status.FAIL, "tls", str(error)))
+        else:
+            checks.append(Check(Status.PASS, "tls", f"{tls.certificate} and {tls.key} load"))
+    path = settings.auth.credentials
+    if path is not None:
+        try:
+            users = Credentials.load(path).count
+        except ConfigError as error:
+            checks.append(Check(Status.FAIL, "auth", str(error)))
+        except OSError as error:
+            checks.append(
+                Check(Status.FAIL, "auth", f"auth.credentials: {path}: {StartupError.reason(error)}")
+            )
+        else:
+            checks.append(Check(Status.PASS, "auth", f"{users} user(s) in {path}"))
+    return checks + _limit_warnings(settings, memory)
+
+
+def _limit_warnings(settings: Settings, memory: int) -> list[Check]:
+    warnings = []
+    access = settings.access
+    if not access.proxy_protocol:
+        proxies = [
+            str(relay)
+            for relay in access.relay_networks
+            if any(relay.version == proxy.version and relay.overlaps(proxy) for proxy in access.proxy_trusted)
+        ]
+        if proxies:
+            warnings.append(
+                Check(
+                    Status.WARN,
+                    "access.relay_networks",
+                    f"{', '.join(proxies)} holds a load balancer of proxy_trusted while proxy_protocol is "
+                    "off: every client it forwards would count as a relay, free of the per-client limits",
+                )
+            )
+        everyone = [str(relay) for relay in access.relay_networks if relay.prefixlen == 0]
+        if everyone:
+            warnings.append(
+                Check(
+                    Status.WARN,
+                    "access.relay_networks",
+                    f"{', '.join(everyone)} makes every client a relay, free of the per-client limits",
+                )
+            )
+    limits, size = settings.limits, settings.smtp.max_message_size
+    need = limits.max_connections * memory_per_connection(size)
+    if need > memory:
+        warnings.append(
+            Check(
+                Status.WARN,
+                "limits.max_connections",
+                f"{limits.max_connections} connections of {size / 1024**2:.0f} MiB mails may need "
+                f"{need / 1024**3:.1f} GiB at once, more than this machine's {memory / 1024**3:.1f} GiB: "
+                "lower smtp.max_message_size if such mails are not expected",
+            )
+        )
+    return warnings
 
 
 async def _connect_checks(settings: Settings, aws: AwsClients) -> list[Check]:

@@ -97,3 +97,15 @@ def test_translated_context_converts_and_chains() -> None:
         raise client_error("SlowDown", 503)
     assert isinstance(caught.value.__cause__, ClientError)
     assert "s3: SlowDown" in str(caught.value)
+
+
+def test_an_answer_with_an_error_is_not_called_unreachable() -> None:
+    """A 5xx came from the service: the reply says so, apart from a service that never answered."""
+    answered = translate(client_error("InternalServiceException", 500), "connect")
+    assert str(answered.reply) == "451 4.3.0 Amazon Connect answered with an error; please try again later"
+    store = translate(client_error("InternalError", 500), "s3")
+    assert str(store.reply) == (
+        "451 4.3.0 The attachment store (Amazon S3) answered with an error; please try again later"
+    )
+    silent = translate(EndpointConnectionError(endpoint_url="https://x"), "connect")
+    assert str(silent.reply) == "451 4.4.1 Amazon Connect could not be reached; please try again later"

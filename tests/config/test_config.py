@@ -157,6 +157,10 @@ def test_settings_are_frozen() -> None:
             "access.without_auth: the other networks would have no way in",
         ),
         (config(access={"proxy_protocol": True}), "access.proxy_trusted: list the load balancers"),
+        (
+            config(access={"relay_networks": "10.0.0.0/8"}),
+            "access.relay_networks: must be a list of networks",
+        ),
         (config(access={"senders_deny": "x"}), "access.senders_deny: must be a list of sender patterns"),
         (config(limits={"max_recipients": 0}), "limits.max_recipients: must be at least 1"),
         (config(limits={"data_timeout": "soon"}), "limits.data_timeout: must be a duration"),
@@ -266,7 +270,14 @@ def test_front_door_settings(tmp_path: Path) -> None:
     assert settings.auth.max_failures == 3
     assert [str(n) for n in settings.access.without_auth] == ["10.0.0.0/8", "2001:db8::/32"]
     assert settings.access.senders_deny == ("*@spam.test",)
+    assert [str(n) for n in settings.access.relay_networks] == ["127.0.0.0/8", "::1/128"]  # the default
     assert settings.limits.max_recipients == 20
     assert settings.limits.command_timeout == 30
     assert settings.limits.max_line_length == 1024 * 1024
     assert settings.automatic.policy == "drop"
+
+
+def test_relay_networks_can_be_widened_or_emptied() -> None:
+    relays = parse_config(config(access={"relay_networks": ["10.20.0.0/16", "2001:db8::/64"]}))
+    assert [str(n) for n in relays.access.relay_networks] == ["10.20.0.0/16", "2001:db8::/64"]
+    assert parse_config(config(access={"relay_networks": []})).access.relay_networks == ()

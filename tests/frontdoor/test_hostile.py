@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import smtplib
 import ssl
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,7 @@ import pytest
 import trustme
 
 from gateway.config.frontdoor import _networks
-from gateway.frontdoor.admission import Admission
-from gateway.frontdoor.credentials import Credentials, hash_password
-from gateway.frontdoor.smtp import SmtpServer
+from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.tls import CertificateReloader, server_context
 from gateway.message.automatic import LOOP_HEADER
 from gateway.replies import Replies
@@ -27,136 +23,12 @@ from gateway.settings import (
     AccessSettings,
     AuthSettings,
     LimitSettings,
-    RouteSettings,
-    SmtpSettings,
     TlsSettings,
 )
 
-from ..helpers import RecordingSink, make_door
+from .conftest import PASSWORD, Door
 
-ROUTES = [
-    RouteSettings(match="support@example.com", instance_id="i-1"),
-    RouteSettings(match="*@help.example.com", instance_id="i-2", destination="help@example.com"),
-]
-PASSWORD = "correct horse battery staple"
 MAIL = b"From: customer@client.test\r\nSubject: hello\r\n\r\nbody\r\n"
-
-
-class Session:
-    """A raw SMTP client on asyncio streams: it can misbehave in ways smtplib will not."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(
-        cls, port: int, source: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
-    ) -> Session:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1",
-            port,
-            local_addr=(source, 0),
-            ssl=ssl_context,
-            server_hostname="localhost" if ssl_context else None,
-        )
-        return cls(reader, writer)
-
-    async def reply(self, seconds: float = 10) -> str:
-        """One whole reply (the last line of a multi-line one), or "" when the server hung up."""
-        while True:
-            line = await asyncio.wait_for(self.reader.readline(), seconds)
-            if not line:
-                return ""
-            text = line.decode().rstrip("\r\n")
-            if len(text) < 4 or text[3] != "-":
-                return text
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def command(self, line: str | bytes) -> str:
-        await self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return await self.reply()
-
-    async def closed(self, seconds: float = 10) -> bool:
-        return await asyncio.wait_for(self.reader.read(), seconds) == b""
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-@dataclass
-class Door:
-    server: SmtpServer
-    sink: RecordingSink
-    admission: Admission
-    opened: list[Session]
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def connect(
-        self, source: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None, port: int | None = None
-    ) -> Session:
-        """A raw connection, closed at the end of the test whatever happens."""
-        session = await Session.open(port or self.port, source, ssl_context)
-        self.opened.append(session)
-        return session
-
-    async def session(self, source: str = "127.0.0.1", greet: bool = True) -> Session:
-        session = await self.connect(source)
-        assert (await session.reply()).startswith("220 ")
-        if greet:
-            assert (await session.command("EHLO client.test")).startswith("250 ")
-        return session
-
-
-@pytest.fixture
-def certificates(tmp_path: Path) -> tuple[trustme.CA, TlsSettings]:
-    ca = trustme.CA()
-    certificate = ca.issue_cert("localhost", "127.0.0.1")
-    certificate.private_key_pem.write_to_path(tmp_path / "key.pem")
-    certificate.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-    return ca, TlsSettings(certificate=tmp_path / "cert.pem", key=tmp_path / "key.pem")
-
-
-@pytest.fixture
-def credentials_file(tmp_path: Path) -> Path:
-    path = tmp_path / "users"
-    path.write_text(f"# users\nrelay:{hash_password(PASSWORD, rounds=4)}\n")
-    return path
-
-
-@pytest.fixture
-async def door_factory() -> AsyncIterator[Callable[..., Any]]:
-    servers: list[SmtpServer] = []
-    opened: list[Session] = []
-
-    async def build(
-        limits: LimitSettings | None = None,
-        access: AccessSettings | None = None,
-        auth: AuthSettings | None = None,
-        implicit: bool = False,
-        **options: Any,
-    ) -> Door:
-        sink = RecordingSink()
-        smtp = SmtpSettings(host="0.0.0.0", port=0, hostname="mx.gateway.test", max_message_size=200_000)
-        door = make_door(sink, ROUTES, smtp, limits, access, auth, **options)
-        server = SmtpServer(door, ("127.0.0.1", 0) if implicit else None)
-        await server.start()
-        servers.append(server)
-        return Door(server, sink, door.admission, opened)
-
-    yield build
-    for session in opened:
-        session.writer.close()
-        with contextlib.suppress(Exception):
-            await session.writer.wait_closed()
-    for server in servers:
-        await server.stop()
 
 
 async def test_open_relay_attempts_are_refused(door_factory: Callable[..., Any]) -> None:
@@ -414,6 +286,32 @@ async def test_a_connection_flood_is_refused_and_others_are_served(door_factory:
     crowd_greetings = [await s.reply() for s in crowd]
     assert crowd_greetings.count(str(Replies.TOO_MANY_CONNECTIONS)) == 4
     assert door.admission.connections == 20
+
+
+async def test_relays_are_exempt_from_the_per_client_limits(door_factory: Callable[..., Any]) -> None:
+    """A relay of one's own (relay_networks) opens as many connections and sends as many mails as it needs;
+    the same burst from any other client meets the per-client limits."""
+    limits = LimitSettings(
+        max_connections=30, max_connections_per_client=2, max_mails_per_client_per_minute=3
+    )
+    door = await door_factory(
+        limits=limits, access=AccessSettings(relay_networks=_networks(["127.0.0.2/32"]))
+    )
+    for source, refused in (("127.0.0.2", 0), ("127.0.0.3", 6)):
+        sessions = [await door.connect(source=source) for _ in range(8)]
+        greetings = [await session.reply() for session in sessions]
+        assert greetings.count(str(Replies.TOO_MANY_CLIENT_CONNECTIONS)) == refused
+        accepted = [s for s, greeting in zip(sessions, greetings, strict=True) if greeting.startswith("220 ")]
+        replies = []
+        for session in accepted:
+            assert (await session.command("EHLO client.test")).startswith("250")
+            replies.append(await session.command("MAIL FROM:<app@client.test>"))
+            await session.command("RSET")
+            replies.append(await session.command("MAIL FROM:<app@client.test>"))
+        if refused:
+            assert replies.count(str(Replies.TOO_MANY_MAILS)) == len(replies) - 3
+        else:
+            assert all(reply.startswith("250 ") for reply in replies) and len(replies) == 16
 
 
 async def data(door: Door, body: bytes, sender: str = "a@client.test") -> str:

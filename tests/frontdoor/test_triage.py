@@ -110,10 +110,31 @@ def test_memory_budget_is_checked_against_the_machine() -> None:
     gib = 1024**3
     defaults = parse_limits(Table({}, "limits"), 40 * 1024**2, memory=24 * gib)
     assert defaults.max_connections == 200
+    assert defaults.max_connections_per_client == 50
+    assert defaults.max_mails_per_client_per_minute == 60
+    # A small machine still takes a relay's 20 connections and more: the default never goes below 50.
     small = parse_limits(Table({}, "limits"), 40 * 1024**2, memory=2 * gib)
-    assert small.max_connections == 17
+    assert small.max_connections == 50
     with pytest.raises(ConfigError, match=r"limits.max_connections: 500 connections of 40 MiB mails"):
         parse_limits(Table({"max_connections": 500}, "limits"), 40 * 1024**2, memory=24 * gib)
+    with pytest.raises(ConfigError, match=r"limits.max_connections: 50 connections of 40 MiB mails"):
+        parse_limits(Table({"max_connections": 50}, "limits"), 40 * 1024**2, memory=2 * gib)
+
+
+def test_relays_skip_the_per_client_limits_but_not_the_total() -> None:
+    """Postfix exempts $mynetworks; this gateway exempts relay_networks (this machine by default)."""
+    admission = Admission(
+        AccessSettings(),
+        LimitSettings(max_connections=4, max_connections_per_client=1, max_mails_per_client_per_minute=1),
+        AuthSettings(),
+        clock=Clock(),
+    )
+    assert [admission.open("127.0.0.1") for _ in range(4)] == [None] * 4
+    assert admission.open("::1") == Replies.TOO_MANY_CONNECTIONS  # the total holds for relays too
+    assert [admission.mail("::1") for _ in range(100)] == [None] * 100
+    assert [admission.mail("::ffff:127.0.0.5") for _ in range(100)] == [None] * 100
+    assert admission.mail("192.0.2.1") is None
+    assert admission.mail("192.0.2.1") == Replies.TOO_MANY_MAILS
 
 
 def test_credentials_file(tmp_path: Path) -> None:

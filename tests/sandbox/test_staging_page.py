@@ -2,7 +2,12 @@
 
 Chromium and its driver come from Debian's packages (``.ci/run`` installs them); selenium drives them with
 no browser download. Outside CI the test skips with the reason when they are missing.
-``MAIL_GATEWAY_SCREENSHOT=path.png`` also saves the screenshot the README shows.
+``MAIL_GATEWAY_SCREENSHOT=path.png`` also saves the screenshot the README shows (from the test of what was
+left out, with a forwarded mail opened).
+
+What is "readable" is measured in the browser, never by eye: a word broken over two lines has two line
+boxes (``Range.getClientRects``), a cut header is wider than its cell, an element "without scrolling" lies
+inside the viewport while its pane is at the top.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import smtplib
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -93,11 +100,12 @@ class Beacon:
         self._server.server_close()
 
 
-def send(port: int, message: EmailMessage, recipient: str = "support@example.com") -> str:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+def send(port: int, message: EmailMessage, *recipients: str) -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
         client.ehlo("app.staging.test")
         client.mail("app@staging.test")
-        client.rcpt(recipient)
+        for recipient in recipients or ("support@example.com",):
+            client.rcpt(recipient)
         code, text = client.data(message.as_bytes())
     return f"{code} {text.decode()}"
 
@@ -131,9 +139,43 @@ def wait(condition: Callable[[], Any], seconds: float = 15.0) -> Any:
 
 
 def rows(driver: Any) -> list[Any]:
+    """One row per mail (its contacts are rows of their own, inside, when it is opened)."""
     from selenium.webdriver.common.by import By
 
-    return [row for row in driver.find_elements(By.CSS_SELECTOR, "#contacts tbody tr") if row.is_displayed()]
+    return [row for row in driver.find_elements(By.CSS_SELECTOR, "#contacts tr.mail") if row.is_displayed()]
+
+
+# For each element, how many lines its text takes, or the words broken over two lines.
+LINES = """
+return [...document.querySelectorAll(arguments[0])].map((element) => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  return new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top))).size;
+});
+"""
+BROKEN_WORDS = """
+const broken = [];
+for (const element of document.querySelectorAll(arguments[0])) {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const word of node.data.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, word.index);
+      range.setEnd(node, word.index + word[0].length);
+      const boxes = [...range.getClientRects()].filter((r) => r.width > 0);
+      if (new Set(boxes.map((r) => Math.round(r.top))).size > 1) broken.push(word[0]);
+    }
+  }
+}
+return broken;
+"""
+CUT = (
+    "return [...document.querySelectorAll(arguments[0])].filter((e) => e.scrollWidth > e.clientWidth)"
+    ".map((e) => e.textContent)"
+)
+IN_VIEW = (
+    "const box = arguments[0].getBoundingClientRect(); return box.top >= 0 && box.bottom <= innerHeight;"
+)
 
 
 def subjects(driver: Any) -> list[str]:
@@ -156,7 +198,7 @@ def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) 
     first = rows(browser)[1]
     cells = [cell.text for cell in first.find_elements(By.TAG_NAME, "td")]
     assert cells[1:5] == [
-        "Order Service <orders@shop.test>",
+        "Order Service\norders@shop.test",
         "support@example.com",
         "Invoice 4711 is wrong",
         "1",
@@ -181,15 +223,14 @@ def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) 
     assert [p.read_bytes() for p in downloaded] == [report]
 
     search = browser.find_element(By.ID, "search")
+    count = browser.find_element(By.ID, "contact-count")
     search.send_keys("parcel")
     wait(lambda: subjects(browser) == ["Where is my parcel?"])
+    assert count.text == "1 of 2"  # the count follows the search
     search.clear()
     search.send_keys("orders@shop")
     wait(lambda: len(subjects(browser)) == 2)
-
-    screenshot = os.environ.get("MAIL_GATEWAY_SCREENSHOT")
-    if screenshot:
-        browser.save_screenshot(screenshot)
+    assert count.text == "2 of 2"
 
     browser.find_element(By.ID, "clear").click()
     wait(lambda: subjects(browser) == [])
@@ -214,7 +255,9 @@ def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sand
         message = EmailMessage()
         message["From"] = f"\"<img src=x onerror=fetch('{beacon.url}/name')>\" <evil@attacker.test>"
         message["To"] = "support@example.com"
-        message["Subject"] = f"<img src=x onerror=fetch('{beacon.url}/subject')> hello"
+        script = f"</script><script src='{beacon.url}/data.js'></script>"
+        subject = f"{script}<img src=x onerror=fetch('{beacon.url}/s')>"
+        message["Subject"] = subject
         message["Message-ID"] = "<xss-1@attacker.test>"
         message.set_content("plain part")
         message.add_alternative(payload, subtype="html")
@@ -225,7 +268,7 @@ def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sand
         title = browser.title
         send(sandbox.smtp_port, message)
         wait(lambda: len(rows(browser)) == 1)
-        assert subjects(browser) == [f"<img src=x onerror=fetch('{beacon.url}/subject')> hello"]  # as text
+        assert subjects(browser) == [subject]  # as text
         rows(browser)[0].click()
         frame = wait(lambda: browser.find_element(By.CSS_SELECTOR, "#detail iframe.body"))
         assert frame.get_attribute("sandbox") == ""
@@ -243,6 +286,12 @@ def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sand
         )
         detail = browser.find_element(By.ID, "detail").text
         assert '"><img src=x onerror=alert(2)>.pdf' in detail
+        # A fresh load carries the hostile mail in the page itself (its first paint): still only data.
+        browser.refresh()
+        assert subjects(browser) == [subject]
+        time.sleep(1.5)
+        assert beacon.hits == [] and browser.title == title
+        assert browser.execute_script("return document.scripts.length") == 2  # app.js and the data block
     finally:
         beacon.close()
 
@@ -264,7 +313,12 @@ def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: 
     browser.find_element(By.ID, "tab-refused").click()
     refused = browser.find_element(By.ID, "refused")
     wait(lambda: "InternalServiceException" in refused.text)
-    assert "StartEmailContact" in refused.text and "500" in refused.text
+    [row] = refused.find_elements(By.CSS_SELECTOR, "tbody tr")
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1].split() == ["StartEmailContact", "500"]
+    assert cells[2] == "Refused by Connect\nOrder Service <orders@shop.test> → support@example.com"
+    assert cells[3] == "InternalServiceException\nInternal failure (injected by the emulator)"
+    assert browser.execute_script(BROKEN_WORDS, "#refused td") == []  # readable: no word cut in two
     reset = urllib.request.Request(
         f"{base}/_emulator/faults", data=b'{"error_rate": 0}', method="PUT",
         headers={"Content-Type": "application/json"},
@@ -282,6 +336,89 @@ def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: 
     show.click()
     wait(lambda: 'filename="setup.exe"' in detail.text)
     assert "Subject: With a program" in detail.text
+
+
+def forwarded() -> EmailMessage:
+    """A colleague forwards a customer's mail as an attachment: Connect does not take .eml by default."""
+    original = plain("Original complaint", "The parcel never came.")
+    original.replace_header("From", "Kundin <kundin@client.test>")
+    message = plain("Fwd: Original complaint", "See the customer's mail below.", scan_pdf=b"%PDF-1.4 scan")
+    message.replace_header("From", "Agent Smith <smith@shop.test>")
+    message.add_attachment(original)
+    return message
+
+
+def test_what_was_left_out_and_the_original_show_beside_the_attachments(
+    browser: Any, sandbox: Sandbox
+) -> None:
+    """The issue's check: a forwarded mail's left-out .eml and the original's link, without scrolling through
+    fields; and, around it, the list as a staging user reads it at the first paint."""
+    from selenium.webdriver.common.by import By
+
+    port = sandbox.smtp_port
+    send(port, plain("Invoice 4711 is wrong", "Please check the amount.", invoice_pdf=b"%PDF-1.4 invoice"))
+    send(port, forwarded())
+    team = [f"agent{n}@example.com" for n in range(61)]
+    assert send(port, plain("Outage notice to every agent", "All hands."), *team).startswith("250 2.0.0 ")
+    send(port, plain("Where is my parcel?", "Tracking says nothing."), "help@example.com")
+
+    browser.get(f"http://127.0.0.1:{sandbox.http_port}/")
+    # The first paint shows the list: no waiting for a poll (the page came with it).
+    assert subjects(browser) == [
+        "Where is my parcel?",
+        "Outage notice to every agent",
+        "Fwd: Original complaint",
+        "Invoice 4711 is wrong",
+    ]
+    assert browser.find_element(By.ID, "status").text == "live · 64 contacts from 4 mails"
+    assert browser.find_element(By.ID, "contact-count").text == "64"
+    # One row per mail: the 61 contacts of one mail are inside its row.
+    outage = rows(browser)[1]
+    assert outage.find_element(By.CSS_SELECTOR, "td.contact").text.startswith("61 contacts")
+    # The empty detail pane says what it is for.
+    assert "Choose a mail on the left" in browser.find_element(By.ID, "detail").text
+    # Dates and times read at a glance: a date, a time to the second, on one line.
+    times = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#contacts tr.mail td.time")]
+    today = datetime.now().astimezone()
+    assert all(str(today.day) in text and re.search(r"\d\d:\d\d:\d\d$", text) for text in times), times
+    assert browser.execute_script(LINES, "#contacts td.time") == [1, 1, 1, 1]
+    # Columns fit: no header cut, nothing wider than the pane.
+    assert browser.execute_script(CUT, "#contacts th, .list .scroll") == []
+
+    [row] = [r for r in rows(browser) if "Fwd:" in r.text]
+    assert "+1 left out" in row.text
+    row.click()
+    detail = browser.find_element(By.ID, "detail")
+    left_out = wait(lambda: detail.find_element(By.CSS_SELECTOR, ".left-out"))
+    assert left_out.text.splitlines()[:2] == [
+        "Left out of this contact (1)",
+        "Original complaint.eml file type .eml is not accepted",
+    ]
+    original = detail.find_element(By.LINK_TEXT, "original.eml")
+    attachment = detail.find_element(By.LINK_TEXT, "scan.pdf")
+    assert browser.execute_script("return arguments[0].scrollTop", detail) == 0
+    for element in (attachment, left_out, original):
+        assert browser.execute_script(IN_VIEW, element), element.text
+    wait(lambda: "fetched by Connect" in detail.text)  # what the screenshot shows
+
+    screenshot = os.environ.get("MAIL_GATEWAY_SCREENSHOT")
+    if screenshot:
+        browser.save_screenshot(screenshot)
+
+    # The downloaded original still has the .eml the contact left out.
+    with urllib.request.urlopen(original.get_attribute("href"), timeout=10) as response:
+        stored = response.read()
+    assert b"Subject: Original complaint" in stored and b"The parcel never came." in stored
+
+    # The 61: opened, one row each, inside the mail's row.
+    outage = rows(browser)[1]
+    outage.click()
+    inside = wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#contacts tr.contact-row"))
+    assert len(inside) == 61
+    assert sorted(r.find_element(By.CSS_SELECTOR, "td.to").text for r in inside) == sorted(team)
+    inside[5].click()
+    wait(lambda: "This mail made 61 contacts" in detail.text)
+    assert "Destination: agent5@example.com" in detail.text
 
 
 def test_page_and_body_carry_a_restrictive_policy(sandbox: Sandbox) -> None:

@@ -17,7 +17,7 @@ from gateway.contact.routing import TAG_ATTRIBUTE
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
-from gateway.settings import AttachmentSettings, AwsSettings, Settings
+from gateway.settings import AttachmentSettings, AwsSettings, RouteSettings, Settings
 
 from ..helpers import CREDENTIALS, SmtpClient, make_mail, make_settings, wait_until
 
@@ -137,7 +137,7 @@ async def test_oversize_mail_makes_no_contact(
 @pytest.mark.parametrize(
     ("faults", "expected"),
     [
-        ({"error_rate": 1.0}, "451 4.4.1"),
+        ({"error_rate": 1.0}, "451 4.3.0 Amazon Connect answered with an error"),
         ({"throttle_rps": 0.001}, "451 4.4.5"),
     ],
 )
@@ -157,6 +157,37 @@ async def test_transient_connect_errors_ask_for_a_retry_that_is_idempotent(
         code, _ = await smtp.send(mail)
         assert code == 250
     assert len(contacts(emulator)) == 1
+
+
+async def test_a_mail_to_many_recipients_names_every_contact_within_512_octets_a_line(
+    emulator: EmulatorServer, s3_server: EmbeddedS3, bucket: str
+) -> None:
+    """Sync mode, 61 recipients: a multi-line 250 (read here off the socket as sent) keeps every ContactId."""
+    routes = (RouteSettings(match="*@example.com", instance_id="instance-1"),)
+    recipients = [f"agent{n}@example.com" for n in range(61)]
+    async with Gateway(make_settings(emulator, s3_server, bucket, routes), CREDENTIALS) as gateway:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.smtp_port)
+
+        async def reply() -> list[bytes]:
+            lines = [await reader.readline()]
+            while lines[-1][3:4] == b"-":
+                lines.append(await reader.readline())
+            return lines
+
+        await reply()
+        commands = ["EHLO client.test", "MAIL FROM:<zoe@kunde.test>", *(f"RCPT TO:<{r}>" for r in recipients)]
+        for command in [*commands, "DATA"]:
+            writer.write(command.encode() + b"\r\n")
+            assert (await reply())[-1][:1] in (b"2", b"3")
+        writer.write(customer_mail().replace(b"\r\n.", b"\r\n..") + b"\r\n.\r\n")
+        lines = await reply()
+        writer.close()
+    assert max(len(line) for line in lines) <= 512 and all(line.endswith(b"\r\n") for line in lines)
+    assert lines[0] == b"250-2.0.0 Delivered to Amazon Connect as 61 contacts:\r\n"
+    assert lines[-1].startswith(b"250 2.0.0 ")
+    named = ", ".join(line[10:].decode().strip() for line in lines[1:]).split(", ")
+    assert sorted(named) == sorted(c.contact_id for c in contacts(emulator))
+    assert len(set(named)) == 61
 
 
 async def test_misconfiguration_is_transient(smtp: SmtpClient, emulator: EmulatorServer) -> None:
