@@ -349,13 +349,15 @@ class Spool:
         now = time.time() if now is None else now
         ids = [new_id(now) for _ in mails]
         with _boundary():
+            # What the rows need of the bytes is read before the files move.
+            message_ids = [header_message_id(mail.content.head(HEADER_BYTES)) for mail in mails]
             paths = [
                 self._keep_file(queue_id, mail.content) for queue_id, mail in zip(ids, mails, strict=True)
             ]
             if any(paths):
                 _sync_directory(self.path / STORED)
         with self._transaction() as db:
-            for queue_id, mail, path in zip(ids, mails, paths, strict=True):
+            for queue_id, mail, path, message_id in zip(ids, mails, paths, message_ids, strict=True):
                 content = mail.content
                 raw = None if path else content.read()
                 groups: dict[tuple[str, str], tuple[Target, list[str]]] = {}
@@ -365,8 +367,8 @@ class Spool:
                     "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, path,"
                     " state, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        queue_id, now, mail.sender, json.dumps(mail.recipients),
-                        header_message_id(content.head(HEADER_BYTES)), content.size, raw, path, state, now,
+                        queue_id, now, mail.sender, json.dumps(mail.recipients), message_id, content.size,
+                        raw, path, state, now,
                     ),
                 )  # fmt: skip
                 db.executemany(

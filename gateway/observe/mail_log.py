@@ -66,13 +66,20 @@ def log_received(
     log_mail(
         outcome=outcome,
         queue_id=None,
-        message_id=header_message_id(mail.content.head(HEADER_BYTES)),
+        message_id=_message_id(mail),
         recipients=len(mail.recipients),
         contacts=contacts,
         duration=duration,
         reason=reason,
         personal={"sender": mail.sender, "to": list(mail.recipients), "client": mail.peer},
     )
+
+
+def _message_id(mail: ReceivedMail) -> str | None:
+    try:
+        return header_message_id(mail.content.head(HEADER_BYTES))
+    except OSError:  # the mail's file is gone (a spool that could not keep it): the line goes without it
+        return None
 
 
 def loggable(whole: str, summary: str) -> str:
