@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.contact import contract
 from gateway.contact.fitting import FittedMail, clean_line
@@ -36,6 +36,7 @@ __all__ = [
     "ORIGINAL_REFERENCE",
     "WITHOUT_ATTACHMENTS",
     "StoredFile",
+    "Verdicts",
     "build_request",
     "client_token",
     "mail_digest",
@@ -54,6 +55,16 @@ class StoredFile:
 
     filename: str
     url: str
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What the gateway's own checks found (:mod:`gateway.trust`), as the contact carries it: Connect's
+    ``X_SES_SPAM_VERDICT`` / ``X_SES_VIRUS_VERDICT`` headers and ``gateway_*`` attributes. Kept beside
+    the raw mail, never written into it, so that the ClientToken stays the digest of the bytes received."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 def mail_digest(raw: bytes) -> str:
@@ -81,11 +92,13 @@ def build_request(
     related_contact_id: str | None = None,
     original: str | None = None,
     variant: str = "",
+    verdicts: Verdicts | None = None,
 ) -> StartEmailContactRequestTypeDef:
     """The request for one target.
 
     ``files`` are the fitted attachments with their URLs; ``related_contact_id`` is the thread's contact
-    when one is known; ``original`` locates the stored original message (linked from the contact)."""
+    when one is known; ``original`` locates the stored original message (linked from the contact);
+    ``verdicts`` the gateway's spam, virus and sender-authentication results."""
     mail = fitted.mail
     route = target.route
     raw_message: InboundRawMessageTypeDef = {
@@ -94,6 +107,8 @@ def build_request(
         "ContentType": fitted.content_type,
     }
     headers = _headers(mail)
+    if verdicts is not None:
+        headers.update(_verdict_headers(verdicts.headers))
     if headers:
         raw_message["Headers"] = headers
     request: StartEmailContactRequestTypeDef = {
@@ -114,6 +129,8 @@ def build_request(
         attributes[AUTOMATIC_ATTRIBUTE] = automatic.value
     if target.tag:
         attributes[TAG_ATTRIBUTE] = target.tag
+    if verdicts is not None:
+        _add_within_limit(attributes, verdicts.attributes)
     if route.contact_flow_id:
         request["ContactFlowId"] = route.contact_flow_id
     if attributes:
@@ -205,6 +222,30 @@ def _headers(mail: ParsedMail) -> dict[EmailHeaderTypeType, str]:
     if references:
         headers["REFERENCES"] = references
     return headers
+
+
+def _verdict_headers(values: Mapping[str, str]) -> dict[EmailHeaderTypeType, str]:
+    """Only the header names Connect's model takes, with values within its length."""
+    limits = contract.limits()
+    return {
+        cast("EmailHeaderTypeType", name): value
+        for name, value in values.items()
+        if name in limits.header_names and 1 <= len(value) <= limits.header_value_chars
+    }
+
+
+def _add_within_limit(attributes: dict[str, str], extra: Mapping[str, str]) -> None:
+    """The gateway's attributes win over a route's of the same name; one that would not fit in Connect's
+    32 KiB of attributes is left out (a route's attributes are checked at start, these are small)."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
+    for name, value in extra.items():
+        old = attributes.get(name)
+        grown = size + len(name.encode()) + len(value.encode())
+        if old is not None:
+            grown -= len(name.encode()) + len(old.encode())
+        if grown <= contract.limits().attributes_bytes:
+            attributes[name] = value
+            size = grown
 
 
 def _most_recent(ids: Sequence[str], limit: int) -> str:
