@@ -6,8 +6,8 @@
 * :func:`rspamd`: Debian's rspamd with its own config (nothing from /etc/rspamd), a tiny TLD list (the
   stock one costs 24-40 s of start-up), no RBL, fuzzy or maps from the internet, its DNS pointed at the test
   server, and a Lua prefilter that forces any action from an ``X-Test-Action`` header.
-* :func:`clamd`: Debian's clamd with a database of one hash signature, for the EICAR test file (no
-  signature download: it is not reachable, and not needed).
+* :func:`clamd`: Debian's clamd with a database of two signatures: a hash of the EICAR test file, and a
+  harmless marker found anywhere (no signature download: it is not reachable, and not needed).
 """
 
 from __future__ import annotations
@@ -30,13 +30,16 @@ from dnslib import QTYPE, RCODE, RR, DNSRecord
 
 from ..helpers import free_port
 
-__all__ = ["EICAR", "Clamd", "Rspamd", "TestDns", "clamd", "rspamd"]
+__all__ = ["EICAR", "MARKER", "Clamd", "Rspamd", "TestDns", "clamd", "rspamd"]
 
 # The EICAR test file, assembled here so that no file of the repository carries it (scanners on developer
 # machines and git hosts would flag the repository itself).
 EICAR = (r"X5O!P%@AP[4\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*").encode()
 EICAR_MD5 = "44d88612fea8a8f36de82e1278abb02f"
 EICAR_SIGNATURE = "Test.EICAR-Custom"
+# A body signature (.ndb: found anywhere in what is scanned, after MIME decoding): malware in a mail's text
+MARKER = b"GATEWAY-TEST-MALWARE-MARKER-7f3a"
+MARKER_SIGNATURE = "Test.Gateway.Marker"
 
 
 def _name(name: str) -> str:
@@ -308,6 +311,7 @@ def clamd(timeout: float = 30.0) -> Iterator[Clamd]:
         (directory / "db").mkdir()
         # .hdb: MD5:size:name of a whole file; clamd reports it as "<name>.UNOFFICIAL"
         (directory / "db" / "test.hdb").write_text(f"{EICAR_MD5}:{len(EICAR)}:{EICAR_SIGNATURE}\n")
+        (directory / "db" / "marker.ndb").write_text(f"{MARKER_SIGNATURE}:0:*:{MARKER.hex()}\n")
         port = free_port()
         config = directory / "clamd.conf"
         config.write_text(
