@@ -1,6 +1,7 @@
 """``mail-gateway check``: before the first mail, is the AWS side of the configuration right?
 
-One line per check, naming the item: credentials resolve; each Connect instance exists; each route's
+One line per check, naming the item: the configured DNS resolvers, rspamd and clamd answer
+(:mod:`gateway.trust.probe`); credentials resolve; each Connect instance exists; each route's
 destination is an email address of its instance; each named contact flow exists; the bucket takes a
 put, a presigned GET and a delete. The exit status is 0 only when nothing failed.
 """
@@ -20,6 +21,7 @@ from gateway.aws.boundary import translate, translated
 from gateway.aws.clients import AwsClients, StaticCredentials
 from gateway.errors import DeliveryError
 from gateway.settings import Settings
+from gateway.trust.probe import probe
 
 __all__ = ["Check", "Status", "run_checks"]
 
@@ -59,6 +61,7 @@ class _CheckFailed(Exception):
 
 async def run_checks(settings: Settings, credentials: StaticCredentials | None = None) -> list[Check]:
     checks = [Check(Status.PASS, "config", f"{len(settings.routes)} route(s)")]
+    checks += [Check(Status.PASS if p.ok else Status.FAIL, p.item, p.detail) for p in await probe(settings)]
     found = credentials is not None or await get_session().get_credentials() is not None
     if not found:
         checks.append(
