@@ -198,8 +198,6 @@ class Trust:
         decision = decide(
             findings(auth, spam, virus, circumstances, self.authentication, self.filters), circumstances
         )
-        if decision.refusal is None and spam is not None and spam.action == "greylist":
-            spam = replace(spam, verdict=Verdict.GRAY)
         result = TrustResult(
             refusal=decision.refusal,
             authentication=auth,
@@ -284,18 +282,17 @@ class Trust:
         self, raw: bytes, header: Message, blocking: Blocking, deadline: float
     ) -> tuple[tuple[DkimResult, ...], ArcResult]:
         names = [(k, str(v)) for k, v in header.items()]
-        keys = checks.key_names(names)
-        if not keys:
+        has_dkim = any(k.lower() == "dkim-signature" for k, _ in names)
+        has_arc = any(k.lower() == "arc-seal" for k, _ in names)
+        if not has_dkim and not has_arc:
             return (), ArcResult(Result.NONE)
         loop = asyncio.get_running_loop()
         try:
             prefetched = await asyncio.wait_for(
-                checks.prefetch_keys(self._lookup, keys), max(0.1, deadline - loop.time())
+                checks.prefetch_keys(self._lookup, checks.key_names(names)), max(0.1, deadline - loop.time())
             )
         except TimeoutError:
             prefetched = {}
-        has_dkim = any(k.lower() == "dkim-signature" for k, _ in names)
-        has_arc = any(k.lower() == "arc-seal" for k, _ in names)
         budget = max(0.1, deadline - loop.time())
         dkim_job = asyncio.to_thread(checks.check_dkim, raw, prefetched, blocking) if has_dkim else _empty()
         arc_job = asyncio.to_thread(checks.check_arc, raw, prefetched, blocking) if has_arc else _no_arc()

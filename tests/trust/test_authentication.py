@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import dkim
 import pytest
 
+from gateway.mail import InMemoryContent
+from gateway.observe.metrics import Metrics
 from gateway.replies import Replies
 from gateway.settings import AuthenticationSettings, FailAction, RouteSettings, TrustMode
 from gateway.trust import SessionFacts, TrustResult
@@ -57,8 +59,6 @@ async def judge(
     routes: Sequence[RouteSettings] = (ROUTE,),
     **settings: object,
 ) -> TrustResult:
-    from gateway.mail import InMemoryContent
-
     authentication = AuthenticationSettings(enabled=True, authserv_id=AUTHSERV, **settings)  # type: ignore[arg-type]
     return await make_trust(authentication).judge(InMemoryContent(raw), session, routes)
 
@@ -200,7 +200,13 @@ async def test_a_forged_from_of_a_reject_domain_is_refused(make_trust: MakeTrust
     publish_spf(test_dns, "bank.test")
     test_dns.add("_dmarc.bank.test", "TXT", "v=DMARC1; p=reject")
     publish_spf(test_dns, "evil.test", "v=spf1 +all")
-    result = await judge(make_trust, raw_mail("ceo@bank.test"), facts("x@evil.test", ELSEWHERE))
+    metrics = Metrics()
+    trust = make_trust(AuthenticationSettings(enabled=True, authserv_id=AUTHSERV), metrics=metrics)
+    content = InMemoryContent(raw_mail("ceo@bank.test"))
+    result = await trust.judge(content, facts("x@evil.test", ELSEWHERE), [ROUTE])
+    counted = metrics.exposition().decode()
+    assert 'mail_gateway_verdicts_total{check="dmarc",result="fail"} 1.0' in counted
+    assert 'mail_gateway_verdicts_total{check="decision",result="dmarc_refused"} 1.0' in counted
     assert result.attributes["gateway_dmarc"] == "fail"
     assert result.attributes["gateway_dmarc_policy"] == "reject"
     assert result.refusal == Replies.DMARC_REFUSED.format(domain="bank.test")
@@ -377,3 +383,67 @@ async def test_arc_chain_broken_by_an_edit_fails(
     mail = sealed(raw_mail("a@x.test", text="original"), signing_key, "arc-list2.test")
     result = await judge(make_trust, mail.replace(b"original", b"changed!"), facts("x@x.test"))
     assert result.attributes["gateway_arc"] == "fail"
+
+
+# --- the edges ----------------------------------------------------------------------------------------
+
+
+async def test_spf_follows_include_a_and_mx(make_trust: MakeTrust, test_dns: TestDns) -> None:
+    publish_spf(test_dns, "chain.test", "v=spf1 include:_spf.chain.test -all")
+    publish_spf(test_dns, "_spf.chain.test", "v=spf1 a:relay.chain.test mx:chain.test -all")
+    test_dns.add("relay.chain.test", "A", "203.0.113.9")
+    test_dns.add("chain.test", "MX", "10 mx.chain.test.")
+    test_dns.add("mx.chain.test", "A", "203.0.113.25")
+    test_dns.add("mx.chain.test", "AAAA", "2001:db8::25")
+    for client in ("203.0.113.9", "203.0.113.25", "2001:db8::25"):
+        result = await judge(make_trust, raw_mail("a@chain.test"), facts("a@chain.test", client))
+        assert result.attributes["gateway_spf"] == "pass", client
+    result = await judge(make_trust, raw_mail("a@chain.test"), facts("a@chain.test", "203.0.113.10"))
+    assert result.attributes["gateway_spf"] == "fail"
+
+
+async def test_a_client_without_an_address_has_no_spf(make_trust: MakeTrust) -> None:
+    result = await judge(make_trust, raw_mail("a@x.test"), facts("a@x.test", "unix-socket"))
+    assert result.authentication is not None
+    assert (result.authentication.spf.result, result.authentication.spf.comment) == (
+        Result.NONE,
+        "no client address",
+    )
+
+
+async def test_an_unreadable_signature_is_a_permerror(make_trust: MakeTrust) -> None:
+    raw = b"DKIM-Signature: v=1; this is not a signature\r\n" + raw_mail("a@broken-sig.test")
+    result = await judge(make_trust, raw, facts("a@broken-sig.test"))
+    assert result.attributes["gateway_dkim"] == "permerror"
+
+
+async def test_a_mail_without_from_has_a_dmarc_permerror(make_trust: MakeTrust) -> None:
+    raw = b"To: support@example.com\r\nSubject: no sender\r\n\r\nhello\r\n"
+    result = await judge(make_trust, raw, facts("a@x.test"))
+    assert result.attributes["gateway_dmarc"] == "permerror"
+    assert result.refusal is None
+
+
+async def test_nothing_configured_judges_nothing(test_dns: TestDns) -> None:
+    from gateway.settings import AttachmentSettings, AwsSettings, Settings, SmtpSettings
+    from gateway.trust import Trust
+
+    settings = Settings(SmtpSettings(), AwsSettings(), AttachmentSettings(bucket="b-1"), (ROUTE,))
+    async with Trust.from_settings(settings) as trust:
+        assert not trust.active
+        result = await trust.judge(InMemoryContent(raw_mail("a@x.test")), facts("a@x.test"), [ROUTE])
+    assert result == TrustResult()
+    assert result.verdicts.headers == {} and result.verdicts.attributes == {}
+
+
+async def test_blocking_dns_refuses_the_loops_own_thread(test_dns: TestDns) -> None:
+    import asyncio
+
+    from gateway.trust.dns import Blocking, Dns
+
+    from .conftest import dns_settings
+
+    blocking = Blocking(Dns(dns_settings(test_dns)), asyncio.get_running_loop(), 1.0)
+    with pytest.raises(RuntimeError, match="event loop's own thread"):
+        blocking.txt("x.test")
+    assert await asyncio.to_thread(blocking.txt, "nothing-here.test") == []

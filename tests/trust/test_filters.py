@@ -25,6 +25,7 @@ from gateway.settings import (
     AuthenticationSettings,
     ContentPolicy,
     EngineFailure,
+    FailAction,
     FilterSettings,
     RouteSettings,
     TrustMode,
@@ -34,7 +35,7 @@ from gateway.trust import SessionFacts, TrustResult, Verdict, without_infected
 
 from ..helpers import Clock, free_port, make_mail
 from .conftest import MakeTrust
-from .servers import EICAR, MARKER, Clamd, Rspamd
+from .servers import EICAR, EICAR_SIGNATURE, MARKER, Clamd, Rspamd
 
 ROUTE = RouteSettings(match="support@example.com", instance_id="i-1")
 SESSION = SessionFacts(
@@ -45,7 +46,7 @@ SESSION = SessionFacts(
     queue_id="q1",
 )
 OFF = AuthenticationSettings()  # these tests are about the engines alone
-VIRUS = f"{'Test.EICAR-Custom'}.UNOFFICIAL"
+VIRUS = f"{EICAR_SIGNATURE}.UNOFFICIAL"  # clamd's name for a signature of an unofficial database
 
 
 def mail(
@@ -113,8 +114,6 @@ async def test_the_thresholds_decide_from_the_score(make_trust: MakeTrust, rspam
 
 
 async def test_reject_can_be_only_tagged(make_trust: MakeTrust, rspamd_server: Rspamd) -> None:
-    from gateway.settings import FailAction
-
     result = await judge(make_trust, mail("reject"), spam(rspamd_server, spam_reject=FailAction.TAG))
     assert result.refusal is None
     assert result.headers["X_SES_SPAM_VERDICT"] == "FAIL"

@@ -54,6 +54,15 @@ def test_only_the_topmost_header_with_a_trusted_id_counts() -> None:
     assert parse_results("   ") is None
 
 
+def test_escapes_inside_quotes_and_comments() -> None:
+    claims = parse_results(
+        'edge.test; dkim=pass (a \\) comment (nested \\( one)) header.d=x.test header.b="ab\\"c"; none'
+    )
+    assert claims is not None
+    assert claims.of("dkim")[0].get("header.d") == "x.test"
+    assert claims.of("dkim")[0].get("header.b") == 'ab"c'
+
+
 def forged(domain: str, results: str) -> bytes:
     message = make_mail(sender=f"ceo@{domain}", message_id="<u1@client.test>")
     raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
