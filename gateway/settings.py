@@ -40,6 +40,7 @@ __all__ = [
     "Network",
     "QueueMode",
     "QueueSettings",
+    "QuotaSettings",
     "RouteSettings",
     "Settings",
     "SmtpSettings",
@@ -183,6 +184,7 @@ class AwsSettings:
     region: str = "us-east-1"
     connect_endpoint_url: str | None = None
     s3_endpoint_url: str | None = None
+    sts_endpoint_url: str | None = None  # where routes with a role_arn assume it (None: the region's STS)
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,27 @@ class RouteSettings:
     related_contact_header: str | None = None
     sender_from_reply_to: bool = False
     trust_mode: TrustMode | None = None  # overrides [authentication] mode for this route
+    # Where this route's contacts and attachments go when not where [aws] and [attachments] say (None:
+    # inherited): another region, another account through an assumed role, a bucket near the instance.
+    region: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    bucket: str | None = None
+    prefix: str | None = None
+    connect_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = None
+    sts_endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """One ``[[quotas]]`` entry: Connect's StartEmailContact quota in a region, for one account (the
+    12 digits of a route's role_arn) or, with ``account`` None, for every account in that region."""
+
+    region: str
+    account: str | None = None
+    rate_per_second: float = 2.0
+    burst: int = 5
 
 
 @dataclass(frozen=True)
@@ -345,6 +368,7 @@ class Settings:
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
     filters: FilterSettings = field(default_factory=FilterSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    quotas: tuple[QuotaSettings, ...] = ()
 
     @property
     def content_policy(self) -> ContentPolicy:

@@ -1,16 +1,25 @@
-"""The aiobotocore clients for S3 and Connect, created once and shared by every delivery.
+"""The aiobotocore clients for S3 and Connect, created once per placement and shared by its deliveries.
 
 botocore's own retries are off (one attempt per call): the gateway has exactly one retry layer, so that
 attempts never multiply under each other. Endpoints come from the config or from botocore's standard
 ``AWS_ENDPOINT_URL_CONNECT`` / ``AWS_ENDPOINT_URL_S3``; credentials from the standard chain, unless the
 sandbox passes its own throwaway ones. When every endpoint is on this machine (the emulator) and the chain
 has none, placeholder credentials are used: SigV4 still signs, and nothing real is needed or exposed.
+
+A route with a ``role_arn`` gets clients signed with that role's credentials: assumed through STS with
+the gateway's own, refreshed by aiobotocore before they expire (:func:`role_session`). The
+:class:`ClientPool` keeps one pair of clients per :class:`~gateway.aws.placement.Placement` (region, role,
+endpoints) and closes those no route wants any more once they have been idle a while.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import os
+import time
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -18,8 +27,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.credentials import (
+    AioAssumeRoleCredentialFetcher,
+    AioCredentialResolver,
+    AioCredentials,
+    AioDeferredRefreshableCredentials,
+)
+from aiobotocore.session import AioSession, get_session
+from botocore.credentials import CredentialProvider
 
+from gateway.aws.placement import Placement
 from gateway.settings import AwsSettings
 
 if TYPE_CHECKING:
@@ -29,13 +46,22 @@ if TYPE_CHECKING:
 __all__ = [
     "LOCAL_CREDENTIALS",
     "AwsClients",
+    "ClientPool",
     "StaticCredentials",
     "endpoints_are_local",
+    "role_session",
     "usable_credentials",
 ]
 
+log = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 30
+ROLE_SESSION_NAME = "mail-gateway"
+# An hour (the usual maximum of a role): aiobotocore refreshes 15 minutes before expiry, so shorter
+# sessions would be refreshed on every call.
+ROLE_SESSION_SECONDS = 3600
+IDLE_CLOSE_SECONDS = 300.0  # clients no route wants any more are closed after this long unused
 
 
 @dataclass(frozen=True)
@@ -50,7 +76,11 @@ LOCAL_CREDENTIALS = StaticCredentials("local-endpoint", "local-endpoint")  # nev
 
 def _endpoint(settings: AwsSettings, service: str) -> str | None:
     """The endpoint botocore will use: the configuration's, else the standard environment variables."""
-    configured = settings.connect_endpoint_url if service == "connect" else settings.s3_endpoint_url
+    configured = {
+        "connect": settings.connect_endpoint_url,
+        "s3": settings.s3_endpoint_url,
+        "sts": settings.sts_endpoint_url,
+    }[service]
     return (
         configured
         or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
@@ -95,9 +125,17 @@ class AwsClients:
     s3: S3Client
     connect: ConnectClient
 
-    def __init__(self, settings: AwsSettings, credentials: StaticCredentials | None = None) -> None:
+    def __init__(
+        self,
+        settings: AwsSettings,
+        credentials: StaticCredentials | None = None,
+        session: AioSession | None = None,
+    ) -> None:
+        """``session``: one whose credentials sign the calls (an assumed role's); ``credentials`` are
+        then not used."""
         self._settings = settings
-        self._credentials = credentials
+        self._credentials = None if session is not None else credentials
+        self._session = session
         self._stack = AsyncExitStack()
 
     def _client_options(self, service: str, endpoint_url: str | None) -> dict[str, Any]:
@@ -124,7 +162,7 @@ class AwsClients:
         return options
 
     async def __aenter__(self) -> AwsClients:
-        session = get_session()
+        session = self._session or get_session()
         self.s3 = await self._stack.enter_async_context(
             session.create_client("s3", **self._client_options("s3", self._settings.s3_endpoint_url))
         )
@@ -139,3 +177,116 @@ class AwsClients:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         await self._stack.aclose()
+
+
+class _RoleProvider(CredentialProvider):
+    """Hands a session the role's refreshable credentials (the public way to give a session its own)."""
+
+    METHOD = "route-assume-role"
+
+    def __init__(self, credentials: AioDeferredRefreshableCredentials) -> None:
+        self._credentials = credentials
+
+    async def load(self) -> AioDeferredRefreshableCredentials:
+        return self._credentials
+
+
+async def _source_credentials(given: StaticCredentials | None) -> AioCredentials:
+    """The gateway's own credentials, which assume the roles."""
+    if given is not None:
+        return AioCredentials(given.access_key_id, given.secret_access_key, given.session_token)
+    found = await get_session().get_credentials()
+    if found is None:
+        found = AioCredentials(LOCAL_CREDENTIALS.access_key_id, LOCAL_CREDENTIALS.secret_access_key)
+    return found
+
+
+async def role_session(
+    placement: Placement, source: StaticCredentials | None, duration: int = ROLE_SESSION_SECONDS
+) -> AioSession:
+    """A session signing with ``placement``'s role, assumed through the STS of its region (or its
+    endpoint) with the gateway's own credentials; AssumeRole runs at the first call and again before the
+    credentials expire (aiobotocore's deferred refreshable credentials)."""
+    assert placement.role_arn is not None
+    own = await _source_credentials(source)
+    base = get_session()
+    sts_endpoint = _endpoint(placement.aws, "sts")
+
+    def client_creator(service: str, **kwargs: Any) -> Any:  # the fetcher passes the keys as kwargs
+        return base.create_client("sts", region_name=placement.region, endpoint_url=sts_endpoint, **kwargs)
+
+    extra: dict[str, Any] = {"RoleSessionName": ROLE_SESSION_NAME, "DurationSeconds": duration}
+    if placement.external_id:
+        extra["ExternalId"] = placement.external_id
+    fetcher = AioAssumeRoleCredentialFetcher(client_creator, own, placement.role_arn, extra_args=extra)
+    credentials = AioDeferredRefreshableCredentials(
+        refresh_using=fetcher.fetch_credentials, method="assume-role"
+    )
+    session = get_session()
+    session.register_component("credential_provider", AioCredentialResolver([_RoleProvider(credentials)]))
+    return session
+
+
+class ClientPool:
+    """One :class:`AwsClients` per placement, opened when a route first needs it. :meth:`retain` names
+    the placements the configuration still uses; the others are closed once idle for ``idle_close``
+    seconds (a delivery of a mail accepted under the old configuration may still be using them)."""
+
+    def __init__(
+        self,
+        credentials: StaticCredentials | None = None,
+        idle_close: float = IDLE_CLOSE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._credentials = credentials
+        self._idle_close = idle_close
+        self._clock = clock
+        self._open: dict[Placement, AwsClients] = {}
+        self._used: dict[Placement, float] = {}
+        self._wanted: frozenset[Placement] | None = None  # None: every placement is wanted
+        self._lock = asyncio.Lock()
+
+    @property
+    def placements(self) -> frozenset[Placement]:
+        """Those with open clients."""
+        return frozenset(self._open)
+
+    async def clients(self, placement: Placement) -> AwsClients:
+        self._used[placement] = self._clock()
+        found = self._open.get(placement)
+        if found is not None:
+            return found
+        async with self._lock:
+            found = self._open.get(placement)
+            if found is None:
+                session = None
+                if placement.role_arn is not None:
+                    session = await role_session(placement, self._credentials)
+                found = await AwsClients(placement.aws, self._credentials, session).__aenter__()
+                self._open[placement] = found
+                log.info("AWS clients opened for %s", placement.describe())
+        await self.sweep()
+        return found
+
+    async def retain(self, wanted: Iterable[Placement]) -> None:
+        """The placements the configuration uses now; others are closed when idle."""
+        self._wanted = frozenset(wanted)
+        await self.sweep()
+
+    async def sweep(self) -> None:
+        """Close the clients no route wants that have been idle for ``idle_close`` seconds."""
+        if self._wanted is None:
+            return
+        now = self._clock()
+        for placement in list(self._open):
+            idle = now - self._used.get(placement, now)
+            if placement not in self._wanted and idle >= self._idle_close:
+                clients = self._open.pop(placement)
+                self._used.pop(placement, None)
+                await clients.__aexit__(None, None, None)
+                log.info("AWS clients closed for %s: no route uses them", placement.describe())
+
+    async def close(self) -> None:
+        clients, self._open = list(self._open.values()), {}
+        for client in clients:
+            await client.__aexit__(None, None, None)

@@ -20,6 +20,15 @@ from typing import Any
 
 from gateway.addresses import AddressError, parse_address
 from gateway.config.frontdoor import parse_access, parse_auth, parse_automatic, parse_limits, parse_tls
+from gateway.config.placement import (
+    MAX_PREFIX_CHARS,
+    bucket_name,
+    endpoint_url,
+    key_prefix,
+    parse_quotas,
+    parse_route_placement,
+    region,
+)
 from gateway.config.table import Table, split_host_port
 from gateway.config.trust import parse_authentication, parse_dns, parse_filters, parse_route_trust_mode
 from gateway.contact import contract
@@ -37,9 +46,7 @@ from gateway.settings import (
     SmtpSettings,
 )
 
-__all__ = ["Host", "load_config", "parse_config", "physical_memory", "split_host_port"]
-
-MAX_PREFIX_CHARS = 200  # keeps presigned URLs far inside Connect's 2,000 characters
+__all__ = ["MAX_PREFIX_CHARS", "Host", "load_config", "parse_config", "physical_memory", "split_host_port"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
     authentication = parse_authentication(top.table("authentication"), smtp.hostname)
     filters = parse_filters(top.table("filters"))
     dns = parse_dns(top.table("dns"))
+    quotas = parse_quotas(top.array("quotas"), queue)
     top.done()
     _postmaster_routed(smtp, routes)
     return Settings(
@@ -115,17 +123,12 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
         authentication=authentication,
         filters=filters,
         dns=dns,
+        quotas=quotas,
     )
 
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
-
-
-def _url(value: str | None) -> str | None:
-    if value is None or value.startswith(("http://", "https://")):
-        return None
-    return "must be an http:// or https:// URL (or empty)"
 
 
 def _smtp(table: Table, machine_name: str) -> SmtpSettings:
@@ -166,34 +169,17 @@ def _postmaster_routed(smtp: SmtpSettings, routes: tuple[RouteSettings, ...]) ->
 
 
 def _aws(table: Table) -> AwsSettings:
-    region = table.text("region", AwsSettings.region)
-    connect = table.check("connect_endpoint_url", table.text("connect_endpoint_url"), _url)
-    s3 = table.check("s3_endpoint_url", table.text("s3_endpoint_url"), _url)
+    where = table.check("region", table.text("region", AwsSettings.region), region)
+    connect = table.check("connect_endpoint_url", table.text("connect_endpoint_url"), endpoint_url)
+    s3 = table.check("s3_endpoint_url", table.text("s3_endpoint_url"), endpoint_url)
+    sts = table.check("sts_endpoint_url", table.text("sts_endpoint_url"), endpoint_url)
     table.done()
-    return AwsSettings(region=region or AwsSettings.region, connect_endpoint_url=connect, s3_endpoint_url=s3)
-
-
-def _bucket_name(value: str | None) -> str | None:
-    if value is None:
-        return "is required"
-    ok = 3 <= len(value) <= 63 and value[0].isalnum() and value[-1].isalnum()
-    ok = ok and all(c.islower() or c.isdigit() or c in ".-" for c in value)
-    return None if ok else "is not a valid S3 bucket name (3-63 lower-case letters, digits, '.' and '-')"
-
-
-def _prefix(value: str) -> str | None:
-    if value.startswith("/"):
-        return "must not start with '/'"
-    if len(value) > MAX_PREFIX_CHARS:
-        return f"must be at most {MAX_PREFIX_CHARS} characters, so that presigned URLs stay short"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return "must not contain control characters"
-    return None
+    return AwsSettings(where or AwsSettings.region, connect, s3, sts)
 
 
 def _attachments(table: Table) -> AttachmentSettings:
-    bucket = table.check("bucket", table.text("bucket"), _bucket_name)
-    prefix = table.check("prefix", table.get("prefix", str, AttachmentSettings.prefix), _prefix)
+    bucket = table.check("bucket", table.text("bucket"), bucket_name)
+    prefix = table.check("prefix", table.get("prefix", str, AttachmentSettings.prefix), key_prefix)
     expiry = table.get("url_expiry_seconds", int, AttachmentSettings.url_expiry_seconds)
     table.check(
         "url_expiry_seconds", expiry, lambda v: None if 1 <= v <= 604800 else "must be 1 to 604800 (7 days)"
@@ -400,6 +386,7 @@ def _routes(tables: list[Table]) -> tuple[RouteSettings, ...]:
                 ),
                 sender_from_reply_to=table.get("sender_from_reply_to", bool, False),
                 trust_mode=parse_route_trust_mode(table),
+                **parse_route_placement(table),
             )
         )
         table.done()

@@ -7,8 +7,12 @@ that Connect's idempotency answers with the same ContactId, or one built now, th
 something is left out, the original uploaded once for the whole mail), then ``StartEmailContact``; when
 Connect refuses the attachments themselves, the contact once more without them, naming them and linking
 the original. Sync mode and the spool's workers both deliver through :meth:`Deliverer.deliver`; they
-differ only in how they pace the calls (a :class:`Pacer`), where a built request is kept (``save``), and
-what they make of the outcomes.
+differ only in how they pace the calls (a :class:`Pacer`, or one per Connect quota), where a built request
+is kept (``save``), and what they make of the outcomes.
+
+Each target's route has its :class:`Place`: the Connect client of its region and role, the attachment
+store of its bucket, and the quota its calls count against. Attachments are uploaded once per mail and
+place (two routes sharing a bucket share the uploads).
 
 Talks to the outside world only through the :class:`~gateway.aws.attachments.AttachmentStore` and
 :class:`~gateway.aws.connect.ContactStarter` protocols; every failure arrives here already translated into
@@ -19,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.aws.attachments import AttachmentStore, attachment_key, original_key
 from gateway.aws.connect import ContactStarter
+from gateway.aws.placement import OWN_ACCOUNT, Quota
 from gateway.contact.fitting import FittedMail, unreadable_mail
 from gateway.contact.request import WITHOUT_ATTACHMENTS, MailHash, StoredFile, build_request
 from gateway.delivery.reading import MailReader, MailSource, ReadMail, read_here
@@ -32,13 +37,23 @@ from gateway.errors import AttachmentsRefusedError, DeliveryError, DuplicateRequ
 from gateway.mail import MailContent, Target
 from gateway.message.mime import HEADER_BYTES
 from gateway.observe.metrics import Metrics
-from gateway.settings import AttachmentSettings, ContentPolicy, StoreOriginal
+from gateway.settings import AttachmentSettings, ContentPolicy, RouteSettings, StoreOriginal
 from gateway.trust.results import TrustResult
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
 
-__all__ = ["UNPACED", "Deliverer", "Outcome", "Pacer", "Pending", "unique_targets"]
+__all__ = [
+    "UNPACED",
+    "Deliverer",
+    "Outcome",
+    "Pacer",
+    "Pacing",
+    "Pending",
+    "Place",
+    "Places",
+    "unique_targets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +88,7 @@ class Outcome:
     contact_id: str | None = None
     duplicate: bool = False
     error: DeliveryError | None = None
+    quota: Quota | None = None  # what the call counted against (None: no call was made)
 
     @property
     def target(self) -> Target:
@@ -101,6 +117,27 @@ class _Unpaced:
 
 
 UNPACED: Pacer = _Unpaced()
+Pacing = Callable[[Quota], Pacer]  # the pacer of each Connect quota (the spool's governors)
+
+
+@dataclass(frozen=True, eq=False)
+class Place:
+    """Where one route's contacts are made: the Connect client of its region and role, the store of its
+    bucket, its ``[attachments]`` (bucket and prefix its own), and the quota its calls count against."""
+
+    store: AttachmentStore
+    contacts: ContactStarter
+    settings: AttachmentSettings
+    quota: Quota = field(default_factory=lambda: Quota(OWN_ACCOUNT, ""))
+    where: Hashable = None  # its region, role and endpoints (None: the one place of every route)
+
+    @property
+    def uploads(self) -> Hashable:
+        """Places in the same region and role with the same bucket and prefix share a mail's uploads."""
+        return self.where, self.settings.bucket, self.settings.prefix
+
+
+Places = Callable[[RouteSettings], Awaitable[Place]]
 
 SaveRequest = Callable[[Pending, "StartEmailContactRequestTypeDef"], Awaitable[None]]
 RelatedLookup = Callable[[Target], Awaitable[str | None]]
@@ -121,11 +158,13 @@ class Deliverer:
         policy: ContentPolicy | None = None,
         metrics: Metrics | None = None,
         reader: MailReader | None = None,
+        places: Places | None = None,
     ) -> None:
-        """Without a ``reader`` (``mail-gateway parse``), mails are read in a thread of this process."""
-        self._store = store
-        self._contacts = contacts
-        self._settings = settings
+        """Without a ``reader`` (``mail-gateway parse``), mails are read in a thread of this process.
+        ``places``: each route's place (its region, role and bucket); without, every route's is
+        ``store``, ``contacts`` and ``settings``."""
+        self._everywhere = Place(store, contacts, settings)
+        self._places = places
         self._policy = policy or ContentPolicy()
         self._reader = reader
         self.metrics = metrics or Metrics()
@@ -154,29 +193,39 @@ class Deliverer:
         pending: Sequence[Pending],
         *,
         pacer: Pacer = UNPACED,
+        pacing: Pacing | None = None,
         save: SaveRequest = _keep_nothing,
         related: RelatedLookup | None = None,
         verdicts: TrustResult | None = None,
     ) -> AsyncIterator[Outcome]:
         """Each pending target's outcome, in order. After a transient error the rest waits too (the same
-        fault would meet them): the outcomes end there. ``verdicts``: what the trust checks found at DATA,
-        for the contact's headers and attributes."""
+        fault would meet them): the outcomes end there. ``pacing``: a pacer per Connect quota (instead
+        of the one ``pacer``). ``verdicts``: what the trust checks found at DATA, for the contact's
+        headers and attributes."""
         mail = _Mail(self, content, read, await _hash(content), verdicts)
         for item in pending:
+            try:
+                place = await self.place(item.target.route)
+            except DeliveryError as error:
+                yield Outcome(item, error=error)
+                if error.transient:
+                    return
+                continue
+            paced = pacing(place.quota) if pacing is not None else pacer
             request = item.request
             if request is None:
                 try:
-                    request = await self._build(mail, item.target, sender, related)
+                    request = await self._build(mail, place, item.target, sender, related)
                 except DeliveryError as error:
                     yield Outcome(item, error=error)
                     if error.transient:
                         return
                     continue
                 await save(item, request)
-            outcome = await self._start(item, request, pacer)
+            outcome = await self._start(item, request, place, paced)
             if isinstance(outcome.error, AttachmentsRefusedError):
                 outcome = await self._without_attachments(
-                    mail, item, request, sender, outcome.error, pacer, save
+                    mail, place, item, request, sender, outcome.error, paced, save
                 )
             yield outcome
             if outcome.error is not None and outcome.error.transient:
@@ -192,12 +241,19 @@ class Deliverer:
     ) -> list[StartEmailContactRequestTypeDef]:
         """The requests the targets would get, with their attachments uploaded (``parse`` and tests)."""
         mail = _Mail(self, content, read, await _hash(content))
-        return [await self._build(mail, target, sender, related) for target in targets]
+        return [
+            await self._build(mail, await self.place(target.route), target, sender, related)
+            for target in targets
+        ]
+
+    async def place(self, route: RouteSettings) -> Place:
+        """Where the route's contacts are made; raises DeliveryError (a role that cannot be assumed)."""
+        return self._everywhere if self._places is None else await self._places(route)
 
     async def _build(
-        self, mail: _Mail, target: Target, sender: str, related: RelatedLookup | None
+        self, mail: _Mail, place: Place, target: Target, sender: str, related: RelatedLookup | None
     ) -> StartEmailContactRequestTypeDef:
-        stored, original = await mail.uploaded()
+        stored, original = await mail.uploaded(place)
         related_id = await related(target) if related else None
         return build_request(
             mail.fitted, target, mail.hash, stored, sender, related_id, original, verdicts=mail.verdicts
@@ -206,6 +262,7 @@ class Deliverer:
     async def _without_attachments(
         self,
         mail: _Mail,
+        place: Place,
         item: Pending,
         request: StartEmailContactRequestTypeDef,
         sender: str,
@@ -220,7 +277,7 @@ class Deliverer:
             f"Amazon Connect refused the attachments: {refusal.reason}"
         )
         try:
-            original = await self._keep_original(mail, stripped)
+            original = await self._keep_original(mail, place, stripped)
         except DeliveryError as error:
             return Outcome(item, error=error)
         related_id = request.get("RelatedContactId")
@@ -236,44 +293,46 @@ class Deliverer:
             verdicts=mail.verdicts,
         )
         await save(item, bare)
-        return await self._start(item, bare, pacer)
+        return await self._start(item, bare, place, pacer)
 
-    async def _start(self, item: Pending, request: StartEmailContactRequestTypeDef, pacer: Pacer) -> Outcome:
+    async def _start(
+        self, item: Pending, request: StartEmailContactRequestTypeDef, place: Place, pacer: Pacer
+    ) -> Outcome:
         """One StartEmailContact call, paced; never raises a DeliveryError, reports it."""
         await pacer.acquire()
         try:
-            contact_id = await self._contacts.start(request)
+            contact_id = await place.contacts.start(request)
         except DuplicateRequestError:
-            return Outcome(item, duplicate=True)
+            return Outcome(item, duplicate=True, quota=place.quota)
         except DeliveryError as error:
             if isinstance(error, ThrottledError):
                 pacer.throttled()
-            return Outcome(item, error=error)
+            return Outcome(item, error=error, quota=place.quota)
         self.metrics.contacts.inc()
-        return Outcome(item, contact_id=contact_id)
+        return Outcome(item, contact_id=contact_id, quota=place.quota)
 
-    async def _keep_original(self, mail: _Mail, fitted: FittedMail) -> str | None:
+    async def _keep_original(self, mail: _Mail, place: Place, fitted: FittedMail) -> str | None:
         """The original message in S3 whenever the contact leaves something out (or always, if asked),
         except a mail with a virus in it: its original would carry the virus."""
-        if not fitted.omissions and self._settings.store_original != StoreOriginal.ALWAYS:
+        if not fitted.omissions and place.settings.store_original != StoreOriginal.ALWAYS:
             return None
         if mail.infected:
             return None
-        key = original_key(self._settings.prefix, mail.hash.hexdigest)
-        return await self._store.keep(key, mail.content, "message/rfc822")
+        key = original_key(place.settings.prefix, mail.hash.hexdigest)
+        return await place.store.keep(key, mail.content, "message/rfc822")
 
-    async def _upload(self, read: ReadMail, mail_hash: MailHash) -> list[StoredFile]:
-        """Every attachment that fits, stored once per mail, streamed from memory or its file; raises
-        DeliveryError."""
+    async def _upload(self, place: Place, read: ReadMail, mail_hash: MailHash) -> list[StoredFile]:
+        """Every attachment that fits, stored once per mail and place, streamed from memory or its file;
+        raises DeliveryError."""
         fitted = read.fitted
         if not fitted.attachments:
             return []
-        prefix, digest = self._settings.prefix, mail_hash.hexdigest
+        prefix, digest = place.settings.prefix, mail_hash.hexdigest
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(
-                        self._store.store(
+                        place.store.store(
                             attachment_key(prefix, digest, index), body, attachment.content_type, name
                         )
                     )
@@ -302,7 +361,7 @@ async def _hash(content: MailContent) -> MailHash:
 
 class _Mail:
     """One mail in one delivery attempt: its attachments and original uploaded when the first request
-    needs them, once."""
+    of a place needs them, once per place's bucket."""
 
     def __init__(
         self,
@@ -319,11 +378,12 @@ class _Mail:
         self.hash = mail_hash
         self.verdicts = trust.verdicts if trust is not None else None
         self.infected = bool(trust is not None and trust.strip)
-        self._done: tuple[list[StoredFile], str | None] | None = None
+        self._done: dict[Hashable, tuple[list[StoredFile], str | None]] = {}
 
-    async def uploaded(self) -> tuple[list[StoredFile], str | None]:
-        if self._done is None:
-            files = await self._deliverer._upload(self.read, self.hash)
-            original = await self._deliverer._keep_original(self, self.fitted)
-            self._done = files, original
-        return self._done
+    async def uploaded(self, place: Place) -> tuple[list[StoredFile], str | None]:
+        done = self._done.get(place.uploads)
+        if done is None:
+            files = await self._deliverer._upload(place, self.read, self.hash)
+            original = await self._deliverer._keep_original(self, place, self.fitted)
+            self._done[place.uploads] = done = files, original
+        return done

@@ -1,10 +1,14 @@
-"""One governor toward Connect: a token bucket that slows down when Connect throttles.
+"""Governors toward Connect: token buckets that slow down when Connect throttles, one per quota.
 
 Connect's default quota for StartEmailContact is 2 requests per second per account, burst 5. The bucket
 holds ``burst`` tokens and refills at the current rate, so over any stretch of ``t`` seconds at most
 ``burst + rate·t`` calls go out. A ThrottlingException halves the rate (at most once a second, never
 below a tenth of the configured one) and empties the bucket; every ``RECOVERY_SECONDS`` without throttling
 the rate climbs back by a tenth of the configured rate, gently, as TCP's congestion control does.
+
+The quota is per account and per region, so :class:`Governors` keeps one governor for each
+:class:`~gateway.aws.placement.Quota` the routes use, with the rate and burst of its ``[[quotas]]`` entry
+(else ``[queue]``'s): a busy region that is throttled slows down alone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
-__all__ = ["Governor"]
+from gateway.aws.placement import Quota, quota_settings
+from gateway.observe.metrics import Metrics
+from gateway.settings import QueueSettings, QuotaSettings
+
+__all__ = ["Governor", "Governors"]
 
 MIN_FRACTION = 0.1
 RECOVERY_SECONDS = 5.0
@@ -70,3 +78,72 @@ class Governor:
         if self.rate < self.configured_rate and now - self._last_change >= RECOVERY_SECONDS:
             self.rate = min(self.configured_rate, self.rate + self.configured_rate * RECOVERY_STEP)
             self._last_change = now
+
+
+class Governors:
+    """``governors(quota)``: the governor of one Connect quota, made when first asked for. Its rate and
+    burst are the quota's ``[[quotas]]`` entry's, else ``[queue]``'s; its current rate and throttling
+    are in the metrics, labelled by region and account."""
+
+    def __init__(
+        self,
+        queue: QueueSettings,
+        quotas: tuple[QuotaSettings, ...] = (),
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._queue = queue
+        self._quotas = quotas
+        self._metrics = metrics or Metrics()
+        self._clock = clock
+        self._governors: dict[Quota, _Watched] = {}
+
+    def __call__(self, quota: Quota) -> _Watched:
+        found = self._governors.get(quota)
+        if found is None:
+            rate, burst = self._limits(quota)
+            found = self._governors[quota] = _Watched(
+                Governor(rate, burst, self._clock), quota, self._metrics
+            )
+        return found
+
+    def _limits(self, quota: Quota) -> tuple[float, int]:
+        entry = quota_settings(quota, self._quotas)
+        if entry is None:
+            return self._queue.rate_per_second, self._queue.burst
+        return entry.rate_per_second, entry.burst
+
+    def update(self, queue: QueueSettings, quotas: tuple[QuotaSettings, ...]) -> None:
+        """A new configuration: governors whose limits changed start again from the new ones."""
+        self._queue, self._quotas = queue, quotas
+        for quota, watched in list(self._governors.items()):
+            rate, burst = self._limits(quota)
+            if (rate, burst) != (watched.governor.configured_rate, watched.governor.burst):
+                del self._governors[quota]
+
+    @property
+    def quotas(self) -> dict[Quota, Governor]:
+        return {quota: watched.governor for quota, watched in self._governors.items()}
+
+
+class _Watched:
+    """A governor whose rate and throttling are kept in the metrics."""
+
+    def __init__(self, governor: Governor, quota: Quota, metrics: Metrics) -> None:
+        self.governor = governor
+        self._rate = metrics.connect_rate.labels(quota.region, quota.account)
+        self._throttled = metrics.connect_throttled.labels(quota.region, quota.account)
+        self._rate.set(governor.rate)
+
+    async def acquire(self) -> None:
+        await self.governor.acquire()
+        self._rate.set(self.governor.rate)
+
+    def throttled(self) -> None:
+        self._throttled.inc()
+        self.governor.throttled()
+        self._rate.set(self.governor.rate)
+
+    @property
+    def interval(self) -> float:
+        return self.governor.interval

@@ -3,10 +3,10 @@
 For each mail: read it (parse and fit, in a killable reader process: :mod:`.reading`), upload its
 attachments, build one request per target and store it (once: retries resend the stored request
 unchanged, so Connect's idempotency answers with the same ContactId), then start the contacts through the
-:class:`~.governor.Governor`. Transient failures are retried with exponential back-off and jitter until
-``max_age`` or ``max_attempts``; permanent ones go to the dead-letter area at once, and the sender is told
-(:mod:`.dsn`). On shutdown, deliveries under way may finish within the grace period; the rest stays
-queued for the next start.
+:class:`~.governor.Governors` (one per Connect quota: account and region). Transient failures are
+retried with exponential back-off and jitter until ``max_age`` or ``max_attempts``; permanent ones go to
+the dead-letter area at once, and the sender is told (:mod:`.dsn`). On shutdown, deliveries under way
+may finish within the grace period; the rest stays queued for the next start.
 
 Nothing stops a worker but shutdown. A mail that cannot be read within its budget, or that has made the
 delivery fail unexpectedly :data:`POISON_FAILURES` times, is poison: it is not retried blindly but becomes
@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.contact.request import thread_ids
-from gateway.delivery.deliverer import Deliverer, Pending
+from gateway.delivery.deliverer import Deliverer, Outcome, Pending
 from gateway.delivery.dsn import Failure, build_notification, send_notification
-from gateway.delivery.governor import Governor
+from gateway.delivery.governor import Governors
 from gateway.delivery.queue import MailQueue
 from gateway.delivery.reading import MailSource, ReadMail
 from gateway.delivery.spool import LEASE_SECONDS, Notice, QueuedMail, TargetState
-from gateway.errors import DeliveryError, PermanentError, ThrottledError, UnreadableError
+from gateway.errors import PermanentError, ThrottledError, UnreadableError
 from gateway.mail import MailContent, Target
 from gateway.message.mime import HEADER_BYTES
 from gateway.observe.mail_log import log_mail, loggable
@@ -86,7 +86,7 @@ class DeliveryWorkers:
         self,
         queue: MailQueue,
         deliverer: Deliverer,
-        governor: Governor,
+        governors: Governors,
         settings: QueueSettings,
         *,
         hostname: str,
@@ -99,7 +99,7 @@ class DeliveryWorkers:
         self._queue = queue
         self._deliverer = deliverer
         self._metrics = deliverer.metrics
-        self._governor = governor
+        self._governors = governors
         self._settings = settings
         self._hostname = hostname
         self._database = database
@@ -289,13 +289,13 @@ class DeliveryWorkers:
             Pending(t.target, None if now - (t.built_at or 0) > self._url_life else t.request, t.position)
             for t in item.pending
         ]
-        transient: DeliveryError | None = None
+        transient: Outcome | None = None
         outcomes = self._deliverer.deliver(
             content,
             read,
             item.sender,
             pending,
-            pacer=self._governor,
+            pacing=self._governors,
             save=save,
             related=related,
             verdicts=_verdicts(item),
@@ -305,7 +305,7 @@ class DeliveryWorkers:
             if outcome.error is None:
                 await self._queue.delivered(item.id, position, outcome.contact_id, message_ids)
             elif outcome.error.transient:
-                transient = outcome.error
+                transient = outcome
             else:
                 error = outcome.error
                 logged = loggable(str(error), error.summary)
@@ -313,17 +313,18 @@ class DeliveryWorkers:
                 await self._queue.failed(item.id, position, error)
         await self._conclude(item, transient)
 
-    async def _conclude(self, item: QueuedMail, transient: DeliveryError | None) -> None:
+    async def _conclude(self, item: QueuedMail, outcome: Outcome | None) -> None:
         """Done, deferred, or dead (with a notification), from the state of the mail's targets."""
         now = time.time()
-        if transient is not None:
+        if outcome is not None and outcome.error is not None:
+            transient = outcome.error
             age = now - item.received_at
             attempts = item.attempts + 1
             if age <= self._settings.max_age and attempts < self._settings.max_attempts:
                 throttled = isinstance(transient, ThrottledError)
                 delay = (
-                    self._governor.interval * (1 + random.random())  # noqa: S311 - jitter, not secrecy
-                    if throttled
+                    self._governors(outcome.quota).interval * (1 + random.random())  # noqa: S311 - jitter
+                    if throttled and outcome.quota is not None
                     else backoff(item.attempts, self._settings.retry_initial, self._settings.retry_max)
                 )
                 logged = loggable(str(transient), transient.summary)

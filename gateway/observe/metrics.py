@@ -91,6 +91,27 @@ class Metrics:
             buckets=_DELIVERY_BUCKETS,
             registry=registry,
         )
+        self.connect_rate = Gauge(
+            "mail_gateway_connect_rate",
+            "The rate StartEmailContact calls may go at now, per Connect quota (region, and the account of "
+            "a route's role; empty: the gateway's own)",
+            ["region", "account"],
+            registry=registry,
+        )
+        self.connect_throttled = Counter(
+            "mail_gateway_connect_throttled",
+            "ThrottlingException answers to StartEmailContact, per Connect quota (region and account)",
+            ["region", "account"],
+            registry=registry,
+        )
+        self.config_reload_failures = Counter(
+            "mail_gateway_config_reload_failures",
+            "Reloads whose new configuration was refused (the old one kept serving)",
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "mail_gateway_config_reloads", "Reloads that put a new configuration to work", registry=registry
+        )
         self.configuration_fault = Gauge(
             "mail_gateway_configuration_fault",
             "1 while AWS answers that the configuration is wrong (403, missing instance, bucket or flow)",

@@ -18,12 +18,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 
-from gateway.aws.attachments import S3AttachmentStore
-from gateway.aws.clients import AwsClients, StaticCredentials, usable_credentials
-from gateway.aws.connect import ConnectContacts
+from gateway.aws.clients import ClientPool, StaticCredentials, usable_credentials
 from gateway.contact.routing import Router
 from gateway.delivery.deliverer import Deliverer
-from gateway.delivery.governor import Governor
+from gateway.delivery.governor import Governors
 from gateway.delivery.queue import LocalQueue
 from gateway.delivery.reading import MailReader
 from gateway.delivery.sinks import DeliverNow, SpoolIntake
@@ -36,6 +34,7 @@ from gateway.frontdoor.tls import CertificateReloader, server_context
 from gateway.mail import MailSink
 from gateway.observe.metrics import Metrics
 from gateway.service.health import HttpEndpoint
+from gateway.service.places import RoutePlaces, placements
 from gateway.settings import AutomaticPolicy, QueueMode, Settings
 
 __all__ = ["Gateway", "until_signalled"]
@@ -103,10 +102,12 @@ class Gateway:
     async def _start(self) -> None:
         settings = self.settings
         credentials, _ = await usable_credentials(settings.aws, self._credentials)
-        aws = await self._stack.enter_async_context(AwsClients(settings.aws, credentials))
+        pool = ClientPool(credentials)
+        self._stack.push_async_callback(pool.close)
+        await pool.retain(placements(settings))
         metrics = self.metrics
-        store = S3AttachmentStore(aws.s3, settings.attachments, settings.aws, metrics)
-        contacts = ConnectContacts(aws.connect, metrics)
+        self.places = RoutePlaces(pool, settings, metrics)
+        self.governors = Governors(settings.queue, settings.quotas, metrics)
         queue_settings = settings.queue
         # Parked mail needs the spool, even in sync mode.
         if queue_settings.mode == QueueMode.SPOOL or settings.automatic.policy == AutomaticPolicy.DROP:
@@ -126,14 +127,23 @@ class Gateway:
 
             trust = Trust.from_settings(settings, metrics)
             self._stack.push_async_callback(trust.close)
-        deliverer = Deliverer(store, contacts, settings.attachments, settings.content_policy, metrics, reader)
+        everywhere = await self.places(settings.routes[0])  # every delivery asks for its route's own
+        deliverer = Deliverer(
+            everywhere.store,
+            everywhere.contacts,
+            settings.attachments,
+            settings.content_policy,
+            metrics,
+            reader,
+            places=self.places,
+        )
         sink: MailSink
         if queue_settings.mode == QueueMode.SPOOL:
             assert self.queue is not None
             self.workers = DeliveryWorkers(
                 self.queue,
                 deliverer,
-                Governor(queue_settings.rate_per_second, queue_settings.burst),
+                self.governors,
                 queue_settings,
                 hostname=settings.smtp.hostname,
                 url_expiry_seconds=settings.attachments.url_expiry_seconds,

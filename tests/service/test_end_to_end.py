@@ -82,7 +82,7 @@ async def test_inspection_api_lists_contacts_and_calls(smtp: SmtpClient, emulato
         async with http.get(f"{emulator.url}/_emulator/contacts") as response:
             assert (await response.json())["contacts"] == []
     assert len(listed) == 1
-    assert set(listed[0]) == {"ContactId", "ReceivedAt", "Request", "Attachments"}
+    assert set(listed[0]) == {"ContactId", "ReceivedAt", "Request", "Attachments", "Region", "AccessKeyId"}
     assert listed[0]["ReceivedAt"].endswith("Z")
     assert [c["Operation"] for c in calls] == ["StartEmailContact"]
     assert calls[0]["Status"] == 200

@@ -72,6 +72,7 @@ class Contact:
     received_at: datetime
     request: dict[str, Any]
     attachments: list[AttachmentFetch] = field(default_factory=list)
+    signer: dict[str, str] = field(default_factory=dict)  # Region and AccessKeyId the call was signed for
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class Contact:
             "ReceivedAt": _iso(self.received_at),
             "Request": self.request,
             "Attachments": [a.to_json() for a in self.attachments],
+            **self.signer,
         }
 
 
@@ -133,16 +135,22 @@ class EmulatedConnect:
             }
         )
 
-    def start_email_contact(self, request: Any, lost: Answer | None = None) -> tuple[Answer, Contact | None]:
+    def start_email_contact(
+        self, request: Any, lost: Answer | None = None, signer: dict[str, str] | None = None
+    ) -> tuple[Answer, Contact | None]:
         """The answer to one call, and the contact it created (None when it created none).
 
-        With ``lost``, the call is processed but ``lost`` is answered instead (an injected fault)."""
+        With ``lost``, the call is processed but ``lost`` is answered instead (an injected fault).
+        ``signer``: the region and access key the call was signed for, kept with the call and contact."""
+        signer = signer or {}
         answer, contact = self._decide(request)
+        if contact is not None:
+            contact.signer = signer
         if lost is not None:
-            self.record(contract.OPERATION, request, lost, Processed=answer.body)
+            self.record(contract.OPERATION, request, lost, Processed=answer.body, **signer)
             answer = lost
         else:
-            self.record(contract.OPERATION, request, answer)
+            self.record(contract.OPERATION, request, answer, **signer)
         if contact is not None and self._on_contact is not None:
             self._on_contact(contact)
         return answer, contact

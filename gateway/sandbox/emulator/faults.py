@@ -4,9 +4,10 @@
 the contact was created (the answer is lost on the way, the nastiest case for a client, which only its
 ClientToken saves from a duplicate). ``throttle_rps`` answers ThrottlingException (429) to calls beyond that
 many per second, measured as AWS measures: a token bucket holding one second's worth of calls, refilled at
-that rate (refused calls take no token); ``latency_ms`` delays every answer; ``s3_error_rate`` makes the
-embedded S3 answer 503 SlowDown. Set at start (``mail-gateway emulate --error-rate 0.3``) or live
-(``PUT /_emulator/faults``).
+that rate (refused calls take no token), in ``throttle_region`` only when one is named (the quota is per
+region: calls signed for other regions are never throttled); ``latency_ms`` delays every answer;
+``s3_error_rate`` makes the embedded S3 answer 503 SlowDown. Set at start (``mail-gateway emulate
+--error-rate 0.3``) or live (``PUT /_emulator/faults``).
 """
 
 from __future__ import annotations
@@ -37,15 +38,22 @@ class Faults:
     throttle_rps: float = 0.0  # 0: no throttling
     latency_ms: int = 0
     s3_error_rate: float = 0.0
+    throttle_region: str = ""  # "": every region
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any], base: Faults | None = None) -> Faults:
         """The faults a JSON body asks for (absent keys keep ``base``); ValueError names a bad key."""
-        unknown = set(document) - set(_BOUNDS)
+        unknown = set(document) - set(_BOUNDS) - {"throttle_region"}
         if unknown:
-            raise ValueError(f"unknown key {sorted(unknown)[0]!r}; known: {', '.join(_BOUNDS)}")
+            known = ", ".join((*_BOUNDS, "throttle_region"))
+            raise ValueError(f"unknown key {sorted(unknown)[0]!r}; known: {known}")
         changes: dict[str, Any] = {}
         for key, value in document.items():
+            if key == "throttle_region":
+                if not isinstance(value, str):
+                    raise ValueError("throttle_region must be a region such as eu-west-2, or empty")
+                changes[key] = value
+                continue
             kind, low, high = _BOUNDS[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"{key} must be a number from {low:g} to {high:g}")
@@ -76,10 +84,11 @@ class FaultInjector:
         self._tokens: float | None = None  # filled with one second's calls when throttling is first needed
         self._updated = clock()
 
-    def fault(self) -> Fault | None:
-        """The fault for this call, or None to let it through."""
+    def fault(self, region: str | None = None) -> Fault | None:
+        """The fault for this call (signed for ``region``), or None to let it through."""
         faults = self.faults
-        if faults.throttle_rps and not self._take_token(faults.throttle_rps):
+        throttled_here = not faults.throttle_region or faults.throttle_region == region
+        if faults.throttle_rps and throttled_here and not self._take_token(faults.throttle_rps):
             return Fault(
                 Answer.failure(429, "ThrottlingException", "Rate exceeded (injected by the emulator)")
             )

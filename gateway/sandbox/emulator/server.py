@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -25,12 +26,21 @@ from gateway.sandbox.emulator.faults import FaultInjector, Faults
 from gateway.sandbox.emulator.page import add_page_routes
 from gateway.service.health import serve_app
 
-__all__ = ["EmulatorServer", "FaultyS3"]
+__all__ = ["EmulatorServer", "FaultyS3", "signed_for"]
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 30
+# SigV4: "Credential=AKID/20261130/eu-west-2/connect/aws4_request": who signed, for which region.
+_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+
+def signed_for(request: web.Request) -> dict[str, str]:
+    """The access key and region a call was signed for (its SigV4 credential scope), as the emulator
+    records them: tests prove from these that a route's contact went to its region under its role."""
+    found = _SCOPE.search(request.headers.get("Authorization", ""))
+    return {"Region": found[2], "AccessKeyId": found[1]} if found else {}
 
 
 class FaultyS3(Protocol):
@@ -123,19 +133,22 @@ class EmulatorServer:
         if latency:
             await asyncio.sleep(latency / 1000)
         problem = _signature_problem(request)
+        signer = signed_for(request)
         body: Any = None
         if problem is None:
             try:
                 body = json.loads(await request.read())
             except ValueError:
                 problem = Answer.failure(400, "SerializationException", "The request body is not valid JSON")
-        fault = None if problem else self.faults.fault()
+        fault = None if problem else self.faults.fault(signer.get("Region"))
         if fault is not None and not fault.after_processing:
             problem = fault.answer
         if problem is not None:
-            self.connect.record(contract.OPERATION, body, problem)
+            self.connect.record(contract.OPERATION, body, problem, **signer)
             return _json_response(problem)
-        answer, contact = self.connect.start_email_contact(body, lost=fault.answer if fault else None)
+        answer, contact = self.connect.start_email_contact(
+            body, lost=fault.answer if fault else None, signer=signer
+        )
         if contact is not None and contact.attachments:
             task = asyncio.get_running_loop().create_task(self._fetch_attachments(contact))
             self._fetches.add(task)
@@ -173,7 +186,7 @@ class EmulatorServer:
     ) -> web.Response:
         """The read-only operations: signed, recorded, and as strict as the emulator was told to be."""
         answer = _signature_problem(request) or decide(asked)
-        self.connect.record(operation, asked, answer)
+        self.connect.record(operation, asked, answer, **signed_for(request))
         return _json_response(answer)
 
     async def _fetch_attachments(self, contact: Contact) -> None:

@@ -1,0 +1,122 @@
+"""Routes in two regions under two roles: each contact is made in its route's region, signed with the
+credentials of its route's role (assumed through moto's STS), and its attachments go to its bucket.
+
+The emulator records the region and access key of each call's SigV4 credential scope; moto's STS knows
+which role each access key it handed out belongs to. Together they prove where each contact went.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.s3server import EmbeddedS3
+from gateway.service.gateway import Gateway
+from gateway.settings import AwsSettings, RouteSettings, Settings
+
+from ..helpers import CREDENTIALS, SmtpClient, make_mail, make_settings, wait_until
+
+ROLE_A = "arn:aws:iam::111111111111:role/route-a"
+ROLE_B = "arn:aws:iam::222222222222:role/route-b"
+
+
+def assumed_role(account: str, access_key: str) -> tuple[str, str]:
+    """The role (and external id) moto's STS handed ``access_key`` out for."""
+    from moto.sts.models import sts_backends
+
+    role = sts_backends[account]["aws"].get_assumed_role_from_access_key(access_key)
+    assert role is not None, f"{access_key} is no assumed role's key in account {account}"
+    return role.role_arn, role.external_id
+
+
+@pytest.fixture
+def regional(emulator: EmulatorServer, s3_server: EmbeddedS3, bucket: str) -> Settings:
+    other_bucket = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(other_bucket)
+    base = make_settings(
+        emulator,
+        s3_server,
+        bucket,
+        routes=(
+            RouteSettings(
+                match="support@example.com",
+                instance_id="instance-eu",
+                region="eu-west-2",
+                role_arn=ROLE_A,
+                external_id="tenant-a",
+            ),
+            RouteSettings(
+                match="sales@example.com",
+                instance_id="instance-ap",
+                region="ap-southeast-2",
+                role_arn=ROLE_B,
+                bucket=other_bucket,
+                prefix="sales/",
+            ),
+            RouteSettings(match="*@example.com", instance_id="instance-home"),
+        ),
+    )
+    aws = AwsSettings(
+        region="us-east-1",
+        connect_endpoint_url=emulator.url,
+        s3_endpoint_url=s3_server.url,
+        sts_endpoint_url=s3_server.url,  # the embedded moto server answers STS too
+    )
+    return replace(base, aws=aws)
+
+
+@pytest.fixture
+async def regional_gateway(regional: Settings) -> AsyncIterator[Gateway]:
+    async with Gateway(regional, CREDENTIALS) as running:
+        yield running
+
+
+async def test_each_route_contacts_its_region_under_its_role(
+    regional: Settings, regional_gateway: Gateway, emulator: EmulatorServer, s3_server: EmbeddedS3
+) -> None:
+    smtp = SmtpClient(regional_gateway.smtp_port)
+    pdf = ("terms.pdf", "application/pdf", b"%PDF-1.4 terms")
+    for to in ("support@example.com", "sales@example.com", "info@example.com"):
+        code, reply = await smtp.send(make_mail(to=to, attachments=[pdf]).as_bytes(), recipients=[to])
+        assert code == 250, reply
+
+    contacts = {c.request["DestinationEmailAddress"]: c for c in emulator.connect.contacts.values()}
+    europe, asia = contacts["support@example.com"], contacts["sales@example.com"]
+    home = contacts["info@example.com"]
+    assert (europe.signer["Region"], asia.signer["Region"], home.signer["Region"]) == (
+        "eu-west-2",
+        "ap-southeast-2",
+        "us-east-1",
+    )
+    assert home.signer["AccessKeyId"] == CREDENTIALS.access_key_id  # no role: the gateway's own key
+    assert assumed_role("111111111111", europe.signer["AccessKeyId"]) == (ROLE_A, "tenant-a")
+    assert assumed_role("222222222222", asia.signer["AccessKeyId"])[0] == ROLE_B
+
+    # The attachments went to each route's bucket and prefix, and Connect could fetch them.
+    sales_bucket = regional.routes[1].bucket
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=sales_bucket)["Contents"]]
+    assert keys and all(key.startswith("sales/") for key in keys)
+    assert f"/{sales_bucket}/sales/" in asia.request["Attachments"][0]["S3Url"]
+    assert f"/{regional.attachments.bucket}/inbound/" in europe.request["Attachments"][0]["S3Url"]
+    await wait_until(lambda: all(c.attachments[0].fetched for c in (europe, asia, home)))
+
+
+async def test_clients_of_placements_no_route_uses_are_closed(regional: Settings) -> None:
+    from gateway.aws.clients import ClientPool
+    from gateway.aws.placement import placement
+    from gateway.service.places import placements
+
+    pool = ClientPool(CREDENTIALS, idle_close=0)
+    try:
+        for route in regional.routes:
+            await pool.clients(placement(route, regional.aws))
+        assert len(pool.placements) == 3
+        only_home = replace(regional, routes=regional.routes[2:])
+        await pool.retain(placements(only_home))
+        assert pool.placements == placements(only_home)
+    finally:
+        await pool.close()
