@@ -44,16 +44,27 @@ class Governor:
         self._last_change = self._updated
         self._last_decrease = -DECREASE_HOLD_SECONDS
         self._lock = asyncio.Lock()
+        self._waiting = 0
 
     async def acquire(self) -> None:
         """Wait for a token; callers are served in arrival order."""
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1 - TOKEN_EPSILON:  # refills add up in floating point: 0.999...
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep(max(MIN_WAIT_SECONDS, (1 - self._tokens) / self.rate))
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    self._refill()
+                    if self._tokens >= 1 - TOKEN_EPSILON:  # refills add up in floating point: 0.999...
+                        self._tokens -= 1
+                        return
+                    await asyncio.sleep(max(MIN_WAIT_SECONDS, (1 - self._tokens) / self.rate))
+        finally:
+            self._waiting -= 1
+
+    def wait(self) -> float:
+        """About how long a caller arriving now would wait for its token, behind those waiting already:
+        a worker facing a long wait does other work (another region's mail) instead."""
+        self._refill()
+        return max(0.0, (self._waiting + 1 - self._tokens) / self.rate)
 
     def throttled(self) -> None:
         """Connect said ThrottlingException: slow down at once (once per second: calls already under
@@ -147,3 +158,6 @@ class _Watched:
     @property
     def interval(self) -> float:
         return self.governor.interval
+
+    def wait(self) -> float:
+        return self.governor.wait()

@@ -36,7 +36,7 @@ from gateway.delivery.governor import Governors
 from gateway.delivery.queue import MailQueue
 from gateway.delivery.reading import MailSource, ReadMail
 from gateway.delivery.spool import LEASE_SECONDS, Notice, QueuedMail, TargetState
-from gateway.errors import PermanentError, ThrottledError, UnreadableError
+from gateway.errors import DeliveryError, PermanentError, ThrottledError, UnreadableError
 from gateway.mail import MailContent, Target
 from gateway.message.mime import HEADER_BYTES
 from gateway.observe.mail_log import log_mail, loggable
@@ -58,6 +58,9 @@ SUPERVISION_SECONDS = 1.0
 WORKER_RETRY_INITIAL = 0.1  # after an error a worker survived (a full disk): back-off from here...
 WORKER_RETRY_MAX = 10.0  # ...up to here
 POISON_FAILURES = 3  # unexpected failures of one mail before it is treated as unreadable
+# A mail whose Connect quota would keep a worker waiting longer than this is put back until then, so
+# that a throttled region never holds the workers that other regions' mail needs.
+BUSY_QUOTA_SECONDS = 5.0
 
 
 def backoff(
@@ -239,8 +242,25 @@ class DeliveryWorkers:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
+    async def _busy_quota(self, item: QueuedMail) -> float:
+        """How long the busiest Connect quota of the mail's pending targets would keep a worker waiting."""
+        waits = [0.0]
+        for target in item.pending:
+            try:
+                place = await self._deliverer.place(target.target.route)
+            except DeliveryError:  # the delivery itself will say so
+                continue
+            waits.append(self._governors(place.quota).wait())
+        return max(waits)
+
     async def _deliver(self, item: QueuedMail) -> None:
-        """Read the mail, then its pending targets through the one delivery path."""
+        """Read the mail, then its pending targets through the one delivery path; a mail whose quota is
+        busy for long waits in the spool, not in a worker."""
+        wait = await self._busy_quota(item)
+        if wait > BUSY_QUOTA_SECONDS:
+            log.info("%s deferred for %.1fs: its Connect quota is busy", item.id, wait)
+            await self._queue.defer(item.id, time.time() + wait, "Connect's quota is busy", attempt=False)
+            return
         content = self._content(item)
         verdicts = _verdicts(item)
         source = MailSource.of(content, self._database, item.id)

@@ -90,3 +90,46 @@ def test_backoff_doubles_with_jitter_within_bounds() -> None:
     assert backoff(0, 30, 3600, jitter=lambda: 1.0) == 30
     assert backoff(3, 30, 3600, jitter=lambda: 1.0) == 240
     assert backoff(20, 30, 3600, jitter=lambda: 1.0) == 3600
+
+
+async def test_each_connect_quota_has_its_own_governor() -> None:
+    """Quotas are per account and region: throttling in one halves that one alone; each gets its
+    ``[[quotas]]`` entry's limits, else ``[queue]``'s, and the metrics say so per region."""
+    from gateway.aws.placement import Quota
+    from gateway.delivery.governor import Governors
+    from gateway.observe.metrics import Metrics
+    from gateway.settings import QueueSettings, QuotaSettings
+
+    clock, metrics = Clock(), Metrics()
+    governors = Governors(
+        QueueSettings(rate_per_second=2.0, burst=5),
+        (QuotaSettings("eu-west-2", rate_per_second=8.0, burst=10),),
+        metrics,
+        clock=clock,
+    )
+    busy, quiet = Quota("", "eu-west-2"), Quota("", "us-east-1")
+    assert governors(busy) is governors(busy)
+    assert (governors(busy).governor.rate, governors(busy).governor.burst) == (8.0, 10)
+    assert (governors(quiet).governor.rate, governors(quiet).governor.burst) == (2.0, 5)
+    governors(busy).throttled()
+    assert governors(busy).governor.rate == 4.0
+    assert governors(quiet).governor.rate == 2.0
+    sample = metrics.registry.get_sample_value
+    assert sample("mail_gateway_connect_rate", {"region": "eu-west-2", "account": ""}) == 4.0
+    assert sample("mail_gateway_connect_rate", {"region": "us-east-1", "account": ""}) == 2.0
+    assert sample("mail_gateway_connect_throttled_total", {"region": "eu-west-2", "account": ""}) == 1
+    # A reload that changes a quota's limits starts its governor again from them; the others keep theirs.
+    governors.update(QueueSettings(rate_per_second=2.0, burst=5), (QuotaSettings("eu-west-2", None, 6.0, 6),))
+    assert governors(busy).governor.rate == 6.0
+    assert governors(quiet).governor.rate == 2.0
+
+
+async def test_a_long_wait_is_known_before_waiting() -> None:
+    clock = Clock()
+    governor = Governor(2.0, 2, clock=clock)
+    assert governor.wait() == 0.0
+    await governor.acquire()
+    await governor.acquire()
+    assert governor.wait() == pytest.approx(0.5)  # the next token comes in half a second
+    governor.throttled()
+    assert governor.wait() == pytest.approx(1.0)  # at half the rate

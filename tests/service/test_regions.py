@@ -10,13 +10,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.emulator.faults import Faults
 from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
-from gateway.settings import AwsSettings, RouteSettings, Settings
+from gateway.settings import AwsSettings, QueueMode, QueueSettings, RouteSettings, Settings
 
 from ..helpers import CREDENTIALS, SmtpClient, make_mail, make_settings, wait_until
 
@@ -120,3 +122,46 @@ async def test_clients_of_placements_no_route_uses_are_closed(regional: Settings
         assert pool.placements == placements(only_home)
     finally:
         await pool.close()
+
+
+async def test_a_throttled_region_does_not_slow_the_other(
+    emulator: EmulatorServer, s3_server: EmbeddedS3, bucket: str, tmp_path: Path
+) -> None:
+    """Connect throttles eu-west-2 hard (one call in ten seconds); the mail for ap-southeast-2, queued
+    behind forty for eu-west-2, is all delivered before eu-west-2 gets more than a couple through, and
+    only eu-west-2's governor slowed down. (Workers waiting their turn at eu-west-2's governor would
+    hold ap-southeast-2's mail behind minutes of eu-west-2's.)"""
+    emulator.faults.faults = Faults(throttle_rps=0.1, throttle_region="eu-west-2")
+    settings = make_settings(
+        emulator,
+        s3_server,
+        bucket,
+        routes=(
+            RouteSettings(match="*@eu.example.com", instance_id="instance-eu", region="eu-west-2"),
+            RouteSettings(match="*@ap.example.com", instance_id="instance-ap", region="ap-southeast-2"),
+        ),
+        queue=QueueSettings(
+            mode=QueueMode.SPOOL, path=tmp_path / "spool", rate_per_second=2.0, burst=2, shutdown_grace=1.0
+        ),
+    )
+    busy, quiet = [f"{n}@eu.example.com" for n in range(40)], [f"{n}@ap.example.com" for n in range(4)]
+    async with Gateway(settings, CREDENTIALS) as gateway:
+        smtp = SmtpClient(gateway.smtp_port)
+        for to in busy + quiet:
+            code, reply = await smtp.send(make_mail(to=to).as_bytes(), recipients=[to])
+            assert code == 250, reply
+
+        def made(region: str) -> int:
+            return sum(1 for c in emulator.connect.contacts.values() if c.signer["Region"] == region)
+
+        await wait_until(lambda: made("ap-southeast-2") == len(quiet), seconds=30)
+        assert made("eu-west-2") <= 2  # eu-west-2's mail is still waiting
+        rates = {quota.region: governor for quota, governor in gateway.governors.quotas.items()}
+        assert rates["eu-west-2"].rate < rates["eu-west-2"].configured_rate
+        assert rates["ap-southeast-2"].rate == rates["ap-southeast-2"].configured_rate
+        refused = [c for c in emulator.connect.calls if c["Error"] == "ThrottlingException"]
+        assert refused and {c["Region"] for c in refused} == {"eu-west-2"}
+        sample = gateway.metrics.registry.get_sample_value
+        throttled = "mail_gateway_connect_throttled_total"
+        assert sample(throttled, {"region": "eu-west-2", "account": ""}) == len(refused)
+        assert not sample(throttled, {"region": "ap-southeast-2", "account": ""})
