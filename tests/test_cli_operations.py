@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT, Sandbox, mail
+from .helpers import ROOT, Sandbox, free_port, mail
 
 ENVIRONMENT = {
     **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
@@ -275,3 +275,37 @@ def wait_until_listening(port: int, seconds: float = 30) -> None:
         except (urllib.error.URLError, ConnectionError):
             assert time.monotonic() < deadline, f"nothing listening on {port}"
             time.sleep(0.05)
+
+
+def test_check_verifies_each_route_in_its_own_region_and_role(
+    strict_emulator: Emulator, tmp_path: Path
+) -> None:
+    """Routes placed on their own are checked there (the role assumed through moto's STS), and a
+    failure names the route."""
+    closed = free_port()
+    routes = (
+        f'[[routes]]\nmatch = "support@example.com"\ninstance_id = "i-1"\nregion = "eu-west-2"\n'
+        f'role_arn = "arn:aws:iam::111111111111:role/route-a"\nexternal_id = "tenant-a"\n'
+        f'sts_endpoint_url = "{strict_emulator.s3_url}"\n'
+        f'[[routes]]\nmatch = "sales@example.com"\ninstance_id = "i-404"\nregion = "ap-southeast-2"\n'
+        f'[[routes]]\nmatch = "billing@example.com"\ninstance_id = "i-1"\n'
+        f'role_arn = "arn:aws:iam::222222222222:role/route-b"\n'
+        f'sts_endpoint_url = "http://127.0.0.1:{closed}"\n'
+    )
+    config = strict_emulator.config(tmp_path / "gateway.toml", "attachments", routes)
+    result = gateway("check", "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    europe = "route support@example.com in eu-west-2 as arn:aws:iam::111111111111:role/route-a: "
+    assert f"PASS {europe}role: assumed: arn:aws:sts::111111111111:assumed-role/route-a/mail-gateway" in lines
+    assert f"PASS {europe}instance i-1: exists (ACTIVE)" in lines
+    assert f"PASS {europe}bucket attachments: put, presigned GET and delete work" in lines
+    failures = [line for line in lines if line.startswith("FAIL")]
+    assert failures[0] == (
+        "FAIL route sales@example.com in ap-southeast-2: instance i-404: "
+        "connect: ResourceNotFoundException: Instance i-404 not found"
+    )
+    billing = "route billing@example.com in us-east-1 as arn:aws:iam::222222222222:role/route-b: "
+    assert failures[1].startswith(f"FAIL {billing}role: ")
+    assert f"SKIP {billing}instances and bucket: the role could not be assumed" in lines
+    assert len(failures) == 2

@@ -50,6 +50,7 @@ __all__ = [
     "StaticCredentials",
     "endpoints_are_local",
     "role_session",
+    "sts_endpoint",
     "usable_credentials",
 ]
 
@@ -201,6 +202,11 @@ async def _source_credentials(given: StaticCredentials | None) -> AioCredentials
     return found
 
 
+def sts_endpoint(placement: Placement) -> str | None:
+    """Where the placement's role is assumed: its endpoint, else botocore's choice (the region's STS)."""
+    return _endpoint(placement.aws, "sts")
+
+
 async def role_session(
     placement: Placement, source: StaticCredentials | None, duration: int = ROLE_SESSION_SECONDS
 ) -> AioSession:
@@ -210,10 +216,10 @@ async def role_session(
     assert placement.role_arn is not None
     own = await _source_credentials(source)
     base = get_session()
-    sts_endpoint = _endpoint(placement.aws, "sts")
+    endpoint = sts_endpoint(placement)
 
     def client_creator(service: str, **kwargs: Any) -> Any:  # the fetcher passes the keys as kwargs
-        return base.create_client("sts", region_name=placement.region, endpoint_url=sts_endpoint, **kwargs)
+        return base.create_client("sts", region_name=placement.region, endpoint_url=endpoint, **kwargs)
 
     extra: dict[str, Any] = {"RoleSessionName": ROLE_SESSION_NAME, "DurationSeconds": duration}
     if placement.external_id:

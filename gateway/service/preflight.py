@@ -3,30 +3,41 @@
 One line per check, naming the item: the TLS certificate and key and the AUTH credentials load as the
 server loads them; warnings for limits that could go wrong (relays behind a proxy, memory short for the
 default connections); the configured DNS resolvers, rspamd and clamd answer (:mod:`gateway.trust.probe`);
-credentials resolve (endpoints on this machine, the emulator, need none); each Connect instance exists;
-each route's destination is an email address of its instance; each named contact flow exists; the bucket
-takes a put, a presigned GET and a delete. The exit status is 0 only when nothing failed (warnings do not
-fail).
+credentials resolve (endpoints on this machine, the emulator, need none); then for each placement (a
+region and role: each route in its own), the role can be assumed, each Connect instance exists, each
+route's destination is an email address of its instance, each named contact flow exists, and the bucket
+takes a put, a presigned GET and a delete. Checks of a route placed on its own (``region``,
+``role_arn``, ``bucket``...) name the route and where it is, so that a failure says which route it is.
+The exit status is 0 only when nothing failed (warnings do not fail).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
 import aiohttp
 
 from gateway.aws.boundary import translate, translated
-from gateway.aws.clients import LOCAL_CREDENTIALS, AwsClients, StaticCredentials, usable_credentials
+from gateway.aws.clients import (
+    LOCAL_CREDENTIALS,
+    AwsClients,
+    ClientPool,
+    StaticCredentials,
+    role_session,
+    sts_endpoint,
+    usable_credentials,
+)
+from gateway.aws.placement import Placement, placement, route_attachments
 from gateway.config import physical_memory
 from gateway.config.frontdoor import memory_per_connection
 from gateway.errors import ConfigError, DeliveryError, StartupError
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.tls import server_context
-from gateway.settings import Settings
+from gateway.settings import AttachmentSettings, RouteSettings, Settings
 from gateway.trust.probe import probe
 
 __all__ = ["Check", "Status", "local_checks", "run_checks"]
@@ -83,13 +94,65 @@ async def run_checks(
         checks.append(Check(Status.PASS, "credentials", "none needed: every endpoint is on this machine"))
     else:
         checks.append(Check(Status.PASS, "credentials", "found"))
+    pool = ClientPool(credentials)
     try:
-        async with AwsClients(settings.aws, credentials) as aws:
-            checks += await _connect_checks(settings, aws)
-            checks.append(await _attempt(f"bucket {settings.attachments.bucket}", _bucket(settings, aws)))
+        for (where, attachments), routes in _placed(settings).items():
+            checks += await _placement_checks(where, attachments, routes, pool, credentials)
     except DeliveryError as error:
         checks.append(Check(Status.FAIL, "aws", str(error)))
+    finally:
+        await pool.close()
     return checks
+
+
+_PLACEMENT_KEYS = tuple(
+    f.name
+    for f in fields(RouteSettings)
+    if f.name in {f.name for f in fields(Placement)} | {"bucket", "prefix"}
+)
+
+
+def _placed(settings: Settings) -> dict[tuple[Placement, AttachmentSettings], list[RouteSettings]]:
+    """The routes by where their contacts and attachments go, in the file's order."""
+    groups: dict[tuple[Placement, AttachmentSettings], list[RouteSettings]] = {}
+    for route in settings.routes:
+        key = placement(route, settings.aws), route_attachments(route, settings.attachments)
+        groups.setdefault(key, []).append(route)
+    return groups
+
+
+async def _placement_checks(
+    where: Placement,
+    attachments: AttachmentSettings,
+    routes: Sequence[RouteSettings],
+    pool: ClientPool,
+    credentials: StaticCredentials | None,
+) -> list[Check]:
+    """The checks of the routes of one placement; named after them when they are placed on their own."""
+    own = any(getattr(route, key) is not None for route in routes for key in _PLACEMENT_KEYS)
+    label = f"route {', '.join(r.match for r in routes)} in {where.describe()}: " if own else ""
+    checks: list[Check] = []
+    if where.role_arn is not None:
+        role = await _attempt(f"{label}role", _assume(where, credentials))
+        checks.append(role)
+        if role.status == Status.FAIL:
+            checks.append(Check(Status.SKIP, f"{label}instances and bucket", "the role could not be assumed"))
+            return checks
+    aws = await pool.clients(where)
+    checks += await _connect_checks(routes, aws, label)
+    checks.append(await _attempt(f"{label}bucket {attachments.bucket}", _bucket(attachments, aws)))
+    return checks
+
+
+async def _assume(where: Placement, credentials: StaticCredentials | None) -> str:
+    """AssumeRole, then who STS says the calls are made as."""
+    session = await role_session(where, credentials)
+    async with session.create_client(
+        "sts", region_name=where.region, endpoint_url=sts_endpoint(where)
+    ) as sts:
+        with translated("sts"):
+            identity = await sts.get_caller_identity()
+    return f"assumed: {identity['Arn']}"
 
 
 def local_checks(settings: Settings, memory: int) -> list[Check]:
@@ -160,24 +223,24 @@ def _limit_warnings(settings: Settings, memory: int) -> list[Check]:
     return warnings
 
 
-async def _connect_checks(settings: Settings, aws: AwsClients) -> list[Check]:
+async def _connect_checks(routes: Sequence[RouteSettings], aws: AwsClients, label: str) -> list[Check]:
     checks: list[Check] = []
-    instances = list(dict.fromkeys(route.instance_id for route in settings.routes))
+    instances = list(dict.fromkeys(route.instance_id for route in routes))
     existing = set()
     for instance in instances:
-        check = await _attempt(f"instance {instance}", _instance(aws, instance))
+        check = await _attempt(f"{label}instance {instance}", _instance(aws, instance))
         checks.append(check)
         if check.status == Status.PASS:
             existing.add(instance)
     addresses: dict[str, set[str]] = {}
-    for route in settings.routes:
+    for route in routes:
         destination = route.destination or (route.match if "*" not in route.match else None)
-        item = f"destination {destination} in instance {route.instance_id}"
+        item = f"{label}destination {destination} in instance {route.instance_id}"
         if destination is None:
             checks.append(
                 Check(
                     Status.SKIP,
-                    f"destination of route {route.match}",
+                    f"{label}destination of route {route.match}",
                     "the recipient itself, known when mail comes",
                 )
             )
@@ -199,7 +262,7 @@ async def _connect_checks(settings: Settings, aws: AwsClients) -> list[Check]:
             )
         if route.contact_flow_id:
             flow = route.contact_flow_id
-            item = f"contact flow {flow} in instance {route.instance_id}"
+            item = f"{label}contact flow {flow} in instance {route.instance_id}"
             checks.append(await _attempt(item, _flow(aws, route.instance_id, flow)))
     return checks
 
@@ -229,8 +292,7 @@ async def _flow(aws: AwsClients, instance: str, flow: str) -> str:
     return f"exists ({answer['ContactFlow'].get('State', 'state unknown')})"
 
 
-async def _bucket(settings: Settings, aws: AwsClients) -> str:
-    attachments = settings.attachments
+async def _bucket(attachments: AttachmentSettings, aws: AwsClients) -> str:
     key = f"{attachments.prefix}{PROBE_PREFIX}{secrets.token_hex(8)}"
     body = b"mail-gateway check"
     extra: dict[str, Any] = {}
