@@ -1,4 +1,4 @@
-"""``mail-gateway``: serve, sandbox, emulate, check, queue, passwd, parse.
+"""``mail-gateway``: serve, reload, sandbox, emulate, check, queue, passwd, parse.
 
 Whatever goes wrong at start ends in one line on standard error naming its cause, and a non-zero status:
 2 for a configuration file that is wrong (:class:`ConfigError`), 1 for one that cannot be put to work
@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check the configuration and the AWS side it names")
     check.add_argument("--config", required=True, type=Path, help="the TOML configuration file")
 
+    reload = commands.add_parser(
+        "reload",
+        help="check a configuration, then have the running gateway load it (SIGHUP via its pid file)",
+    )
+    reload.add_argument("--config", required=True, type=Path, help="the file the gateway serves with")
+
     passwd = commands.add_parser("passwd", help="print a credentials-file line (user:bcrypt-hash) for [auth]")
     passwd.add_argument("user")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -146,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or "info", "text")
     try:
         if args.command == "serve":
-            return _serve(_configured(args))
+            return _serve(_configured(args), args.config)
         if args.command == "sandbox":
             from gateway.sandbox.run import run_sandbox
 
@@ -171,6 +177,8 @@ def _run(args: argparse.Namespace) -> int:
             return _passwd(args)
         if args.command == "check":
             return _check(_configured(args))
+        if args.command == "reload":
+            return _reload(_configured(args))
         return _parse(args)
     except ConfigError as error:
         print(f"mail-gateway: {error}", file=sys.stderr)
@@ -205,8 +213,10 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, path: Path) -> int:
+    """Serve until SIGTERM; SIGHUP reloads ``path`` (:mod:`gateway.service.reload`)."""
     from gateway.service.gateway import Gateway, until_signalled
+    from gateway.service.reload import pid_written, reload_config
 
     async def run() -> None:
         async with Gateway(settings) as gateway:
@@ -214,9 +224,22 @@ def _serve(settings: Settings) -> int:
             log.info("listening for SMTP on %s:%d", settings.smtp.host, gateway.smtp_port)
             if gateway.http is not None and settings.http.listen is not None:
                 log.info("metrics and health on http://%s:%d", settings.http.listen[0], gateway.http.port)
-            await until_signalled()
+            with pid_written(settings):
+                await until_signalled(hangup=lambda: reload_config(gateway, path))
 
     asyncio.run(run())
+    return 0
+
+
+def _reload(settings: Settings) -> int:
+    """``check`` the file, then SIGHUP to the gateway of its pid file: a file that fails is never sent."""
+    from gateway.service.reload import signal_reload
+
+    if _check(settings) != 0:
+        print("mail-gateway: not reloaded: the configuration does not pass its checks", file=sys.stderr)
+        return 1
+    pid = signal_reload(settings)
+    print(f"asked the gateway (pid {pid}) to reload; its log says whether it did")
     return 0
 
 

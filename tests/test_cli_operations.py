@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -210,19 +211,13 @@ def test_serve_logs_one_json_line_per_mail(strict_emulator: Emulator, tmp_path: 
         config = strict_emulator.config(
             tmp_path / "gateway.toml", "attachments", ROUTE, tables, queue='retry_initial = "50ms"'
         )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENVIRONMENT,
-    )  # fmt: skip
-    try:
-        wait_until_listening(http_port)
+    with serving(config, http_port) as process:
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
             client.sendmail("kunde@client.test", ["support@example.com"], mail("<serve-1@client.test>"))
         deadline = time.monotonic() + 30
         while b"mail_gateway_contacts_created_total 1.0" not in fetch(http_port, "/metrics"):
             assert time.monotonic() < deadline, "no contact in time"
             time.sleep(0.05)
-    finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
@@ -264,6 +259,22 @@ def fetch(port: int, path: str) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
         body: bytes = response.read()
         return body
+
+
+@contextmanager
+def serving(config: Path, http_port: int) -> Iterator[subprocess.Popen[str]]:
+    """``mail-gateway serve`` with that file, until the block ends (SIGTERM, unless it has ended)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENVIRONMENT,
+    )  # fmt: skip
+    try:
+        wait_until_listening(http_port)
+        yield process
+    finally:
+        if process.returncode is None:  # the test ended early: stop it, and read what it said
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
 
 
 def wait_until_listening(port: int, seconds: float = 30) -> None:

@@ -55,6 +55,10 @@ class Admission:
         self._mails: dict[str, deque[float]] = defaultdict(deque)
         self._failures: dict[str, deque[float]] = defaultdict(deque)
 
+    def reconfigure(self, access: AccessSettings, limits: LimitSettings, auth: AuthSettings) -> None:
+        """A reloaded configuration's policy; the connections and failures counted so far stay counted."""
+        self._access, self._limits, self._auth = access, limits, auth
+
     @property
     def connections(self) -> int:
         return sum(self._connections.values())

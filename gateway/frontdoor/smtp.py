@@ -616,17 +616,31 @@ class SmtpServer:
         self._implicit_tls = implicit_tls
         self._servers: list[asyncio.Server] = []
 
+    @property
+    def door(self) -> FrontDoor:
+        return self._door
+
+    @door.setter
+    def door(self, door: FrontDoor) -> None:
+        """A reloaded configuration: connections from now on get this door; those open keep theirs."""
+        self._door = door
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         door = self._door
         self._servers.append(
-            await loop.create_server(lambda: GatewaySMTP(door, loop=loop), door.smtp.host, door.smtp.port)
+            await loop.create_server(
+                lambda: GatewaySMTP(self._door, loop=loop), door.smtp.host, door.smtp.port
+            )
         )
         if self._implicit_tls is not None:
             host, port = self._implicit_tls
             self._servers.append(
                 await loop.create_server(
-                    lambda: GatewaySMTP(door, implicit_tls=True, loop=loop), host, port, ssl=door.tls_context
+                    lambda: GatewaySMTP(self._door, implicit_tls=True, loop=loop),
+                    host,
+                    port,
+                    ssl=door.tls_context,
                 )
             )
 

@@ -12,9 +12,12 @@ import asyncio
 import errno
 import logging
 import signal
+import ssl
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
@@ -30,7 +33,7 @@ from gateway.errors import SpoolError, StartupError
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.smtp import FrontDoor, SmtpServer
-from gateway.frontdoor.tls import CertificateReloader, server_context
+from gateway.frontdoor.tls import NO_PASSPHRASE, CertificateReloader, server_context
 from gateway.mail import MailSink
 from gateway.observe.metrics import Metrics
 from gateway.service.health import HttpEndpoint
@@ -63,6 +66,8 @@ class Gateway:
         self.admission = Admission(settings.access, settings.limits, settings.auth)
         self.metrics = Metrics()
         self._workers_started = False
+        self._tls_context: ssl.SSLContext | None = None
+        self._certificates: CertificateReloader | None = None
 
     async def __aenter__(self) -> Gateway:
         try:
@@ -180,9 +185,8 @@ class Gateway:
                 raise _cannot_listen("tls.implicit_listen", settings.tls.implicit_listen, error) from None
             raise _cannot_listen("smtp.listen", (settings.smtp.host, settings.smtp.port), error) from None
         if tls_context is not None:
-            reloader = CertificateReloader(tls_context, settings.tls)
-            reloader.start()
-            self._stack.push_async_callback(reloader.stop)
+            self._tls_context = tls_context
+            self._watch_certificates(settings)
         if self.workers is not None:
             self.workers.start()
             self._workers_started = True
@@ -194,6 +198,46 @@ class Gateway:
             except OSError as error:
                 raise _cannot_listen("http.listen", listen, error) from None
             self._stack.push_async_callback(self.http.stop)
+
+    def _watch_certificates(self, settings: Settings) -> None:
+        assert self._tls_context is not None
+        self._certificates = CertificateReloader(self._tls_context, settings.tls)
+        self._certificates.start()
+        self._stack.push_async_callback(self._certificates.stop)
+
+    async def reload(self, settings: Settings) -> None:
+        """Put a new configuration to work for new sessions and new deliveries (:mod:`.reload` keeps what
+        needs a restart as it runs). Everything that can fail is done first: a certificate or a credentials
+        file that does not load raises :class:`StartupError` and nothing changes."""
+        assert self.smtp is not None
+        tls = settings.tls
+        context = server_context(tls) if tls.enabled else None  # the files load, or nothing changes
+        users = _credentials(settings.auth.credentials) if settings.auth.credentials else None
+        router = Router(settings.routes, settings.smtp.postmaster)
+        if context is not None and self._tls_context is not None:
+            # The same context, the new files: the implicit-TLS listener was created with this one.
+            assert tls.certificate is not None
+            assert tls.key is not None
+            self._tls_context.load_cert_chain(tls.certificate, tls.key, password=NO_PASSPHRASE)
+            context = self._tls_context
+            if self._certificates is not None:
+                await self._certificates.stop()
+            self._watch_certificates(settings)
+        self.admission.reconfigure(settings.access, settings.limits, settings.auth)
+        self.smtp.door = replace(
+            self.smtp.door,
+            smtp=settings.smtp,
+            limits=settings.limits,
+            router=router,
+            tls_context=context,
+            require_tls=tls.require_tls,
+            credentials=users,
+            automatic_policy=settings.automatic.policy,
+            proxy_protocol=settings.access.proxy_protocol,
+        )
+        await self.places.update(settings)
+        self.governors.update(settings.queue, settings.quotas)
+        self.settings = settings
 
     async def _stop_workers(self, workers: DeliveryWorkers) -> None:
         """Workers that never started (the listener failed) have nothing to stop."""
@@ -259,14 +303,31 @@ def _cannot_listen(key: str, address: tuple[str, int], error: OSError) -> Startu
     return StartupError(key, problem)
 
 
-async def until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM."""
+async def until_signalled(hangup: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Wait for SIGINT or SIGTERM; on SIGHUP, run ``hangup`` (a reload), one at a time."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    signals = [signal.SIGINT, signal.SIGTERM]
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    running: set[asyncio.Task[object]] = set()
+    lock = asyncio.Lock()
+
+    async def one_at_a_time() -> object:
+        assert hangup is not None
+        async with lock:
+            return await hangup()
+
+    def hung_up() -> None:
+        task = loop.create_task(one_at_a_time())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    if hangup is not None:
+        loop.add_signal_handler(signal.SIGHUP, hung_up)
+        signals.append(signal.SIGHUP)
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)

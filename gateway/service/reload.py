@@ -1,0 +1,144 @@
+"""A new configuration without a restart (SIGHUP, ``mail-gateway reload``): checked whole, then put to work.
+
+The file is parsed and its local checks run (the TLS certificate and key, the AUTH credentials load)
+before anything changes; a file that fails leaves the running configuration in place, says why in the
+log and counts ``mail_gateway_config_reload_failures_total``. A good one applies to what starts after
+it: new SMTP sessions (routes, limits, access, AUTH, TLS), new deliveries (each route's region, role
+and bucket, the quotas). Sessions in progress finish under the configuration they started with, and the
+spool is not touched. What the running process cannot change (its listeners, its spool, its queue mode
+and workers, the trust checks' engines) is kept as it was and named in a warning: those need a restart.
+
+``mail-gateway reload --config PATH`` runs ``check`` on the file (the AWS side too), then sends SIGHUP to
+the pid in ``<queue.path>/mail-gateway.pid``, which ``serve`` writes at start (and removes at the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.config import load_config
+from gateway.errors import ConfigError, StartupError
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.service.gateway import Gateway
+
+__all__ = [
+    "PID_FILE",
+    "RESTART_ONLY",
+    "needs_restart",
+    "pid_file",
+    "pid_written",
+    "reload_config",
+    "signal_reload",
+    "with_restart_settings_of",
+]
+
+PID_FILE = "mail-gateway.pid"
+
+log = logging.getLogger(__name__)
+
+# What a running gateway keeps until it restarts, by the name an operator finds in the file.
+RESTART_ONLY: dict[str, Callable[[Settings], Any]] = {
+    "smtp.listen": lambda s: (s.smtp.host, s.smtp.port),
+    "tls.implicit_listen": lambda s: s.tls.implicit_listen,
+    "http.listen": lambda s: s.http.listen,
+    "queue.path": lambda s: s.queue.path,
+    "queue.mode": lambda s: s.queue.mode,
+    "queue (workers, readers, retries, ages)": lambda s: replace(
+        s.queue, rate_per_second=0.0, burst=0, path=Path(), mode=s.queue.mode
+    ),
+    "[authentication], [filters] and [dns]": lambda s: (s.authentication, s.filters, s.dns),
+    "[message] and the file types and sizes of [attachments]": lambda s: s.content_policy,
+    "[log]": lambda s: s.log,
+}
+
+
+def needs_restart(running: Settings, new: Settings) -> list[str]:
+    """The settings that differ but cannot change without a restart."""
+    return [name for name, value in RESTART_ONLY.items() if value(running) != value(new)]
+
+
+def with_restart_settings_of(running: Settings, new: Settings) -> Settings:
+    """``new``, with what cannot change yet kept as it runs (so that health and metrics stay true)."""
+    return replace(
+        new,
+        smtp=replace(new.smtp, host=running.smtp.host, port=running.smtp.port),
+        tls=replace(new.tls, implicit_listen=running.tls.implicit_listen),
+        http=running.http,
+        queue=replace(running.queue, rate_per_second=new.queue.rate_per_second, burst=new.queue.burst),
+        authentication=running.authentication,
+        filters=running.filters,
+        dns=running.dns,
+        message=running.message,
+        log=running.log,
+        attachments=replace(
+            new.attachments,
+            allowed_file_types=running.attachments.allowed_file_types,
+            max_file_size=running.attachments.max_file_size,
+            max_total_size=running.attachments.max_total_size,
+        ),
+    )
+
+
+async def reload_config(gateway: Gateway, path: Path) -> bool:
+    """Load ``path`` and put it to work; False (and the old configuration serving) when it is refused."""
+    try:
+        new = load_config(path)
+        restart = needs_restart(gateway.settings, new)
+        await gateway.reload(with_restart_settings_of(gateway.settings, new))
+    except (ConfigError, StartupError) as error:
+        gateway.metrics.config_reload_failures.inc()
+        log.error("configuration not reloaded, the running one stays: %s", error)
+        return False
+    gateway.metrics.config_reloads.inc()
+    if restart:
+        log.warning(
+            "configuration reloaded from %s, but these settings need a restart to change: %s",
+            path,
+            "; ".join(restart),
+        )
+    else:
+        log.info("configuration reloaded from %s: %d route(s)", path, len(new.routes))
+    return True
+
+
+def pid_file(settings: Settings) -> Path:
+    """Where ``serve`` keeps its pid: beside the spool, which is this gateway's own directory."""
+    return settings.queue.path / PID_FILE
+
+
+@contextmanager
+def pid_written(settings: Settings) -> Iterator[None]:
+    """The pid file while the gateway runs; a directory it may not write is a warning (then reload with
+    ``kill -HUP`` or ``systemctl reload``), never a reason not to serve."""
+    path = pid_file(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as error:
+        log.warning("no pid file at %s (%s): reload with kill -HUP", path, StartupError.reason(error))
+        yield
+        return
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def signal_reload(settings: Settings) -> int:
+    """SIGHUP to the gateway whose pid file ``settings`` names; its pid. OSError when there is none."""
+    path = pid_file(settings)
+    text = path.read_text().strip()
+    if not text.isdigit():
+        raise OSError(f"{path} holds no pid")
+    pid = int(text)
+    os.kill(pid, signal.SIGHUP)
+    return pid
