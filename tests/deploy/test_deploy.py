@@ -276,6 +276,8 @@ def test_the_systemd_unit_is_non_root_and_waits_for_the_drain() -> None:
     command = shlex.split(service["ExecStart"])
     assert command[0].endswith("/mail-gateway")
     serve_args(command[1:])
+    reload = shlex.split(service["ExecReload"])  # systemctl reload: the same file, checked, then SIGHUP
+    assert reload[:2] == [command[0], "reload"] and reload[2:] == command[2:]
     assert service["User"] not in ("root", "0")
     assert service["AmbientCapabilities"] == service["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
     assert service["ReadWritePaths"] == str(QueueSettings().path)
