@@ -10,7 +10,7 @@ from gateway.aws.placement import Quota, placement, quota_settings, route_attach
 
 from .test_config import config, error_of, parse_config
 
-ROLE = "arn:aws:iam::210987654321:role/mail-gateway"
+ROLE = "arn:aws:iam::210987654321:role/mail-gateway"  # as in config.example.toml
 
 
 def route(**keys: Any) -> dict[str, Any]:
@@ -85,3 +85,28 @@ def test_quotas_default_to_the_queue_and_match_account_before_region() -> None:
 )
 def test_bad_quotas_name_their_key(quotas: list[dict[str, Any]], expected: str) -> None:
     assert expected in error_of(config(quotas=quotas))
+
+
+def test_the_examples_commented_placement_and_quotas_parse() -> None:
+    """config.example.toml's commented route placement and [[quotas]], uncommented, mean what it says."""
+    import tomllib
+
+    from ..helpers import ROOT
+
+    text = (ROOT / "config.example.toml").read_text()
+    lines = text.splitlines()
+    start = lines.index('# region = "eu-west-2"')
+    end = lines.index('# sts_endpoint_url = ""', start)
+    placed = "\n".join(line.removeprefix("# ").split("  #")[0] for line in lines[start : end + 1])
+    quotas = "\n".join(
+        line.removeprefix("# ") for line in lines[lines.index("# [[quotas]]") :] if line.startswith("# ")
+    )
+    document = tomllib.loads(text.replace(lines[start], placed, 1) + "\n" + quotas)
+    settings = parse_config(document)
+    route = settings.routes[0]
+    assert (route.region, route.role_arn, route.external_id) == ("eu-west-2", ROLE, "tenant-7")
+    assert placement(route, settings.aws).quota == Quota("210987654321", "eu-west-2")
+    assert [(q.account, q.rate_per_second, q.burst) for q in settings.quotas] == [
+        (None, 5.0, 10),
+        ("210987654321", 2.0, 5),
+    ]
