@@ -270,7 +270,7 @@ class ClientPool:
                     session = await role_session(placement, self._credentials)
                 found = await AwsClients(placement.aws, self._credentials, session).__aenter__()
                 self._open[placement] = found
-                log.info("AWS clients opened for %s", placement.describe())
+                log.debug("AWS clients opened for %s", placement.describe())
         await self.sweep()
         return found
 
