@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 __all__ = [
+    "IDLE_CLOSE_SECONDS",
     "LOCAL_CREDENTIALS",
     "AwsClients",
     "ClientPool",
@@ -260,17 +261,16 @@ class ClientPool:
     async def clients(self, placement: Placement) -> AwsClients:
         self._used[placement] = self._clock()
         found = self._open.get(placement)
-        if found is not None:
-            return found
-        async with self._lock:
-            found = self._open.get(placement)
-            if found is None:
-                session = None
-                if placement.role_arn is not None:
-                    session = await role_session(placement, self._credentials)
-                found = await AwsClients(placement.aws, self._credentials, session).__aenter__()
-                self._open[placement] = found
-                log.debug("AWS clients opened for %s", placement.describe())
+        if found is None:
+            async with self._lock:
+                found = self._open.get(placement)
+                if found is None:
+                    session = None
+                    if placement.role_arn is not None:
+                        session = await role_session(placement, self._credentials)
+                    found = await AwsClients(placement.aws, self._credentials, session).__aenter__()
+                    self._open[placement] = found
+                    log.debug("AWS clients opened for %s", placement.describe())
         await self.sweep()
         return found
 
@@ -287,8 +287,10 @@ class ClientPool:
         for placement in list(self._open):
             idle = now - self._used.get(placement, now)
             if placement not in self._wanted and idle >= self._idle_close:
-                clients = self._open.pop(placement)
+                clients = self._open.pop(placement, None)  # None: a sweep running beside closed it
                 self._used.pop(placement, None)
+                if clients is None:
+                    continue
                 await clients.__aexit__(None, None, None)
                 log.info("AWS clients closed for %s: no route uses them", placement.describe())
 

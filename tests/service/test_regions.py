@@ -20,7 +20,7 @@ from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
 from gateway.settings import AwsSettings, QueueMode, QueueSettings, RouteSettings, Settings
 
-from ..helpers import CREDENTIALS, SmtpClient, make_mail, make_settings, wait_until
+from ..helpers import CREDENTIALS, Clock, SmtpClient, make_mail, make_settings, wait_until
 
 ROLE_A = "arn:aws:iam::111111111111:role/route-a"
 ROLE_B = "arn:aws:iam::222222222222:role/route-b"
@@ -107,18 +107,23 @@ async def test_each_route_contacts_its_region_under_its_role(
     await wait_until(lambda: all(c.attachments[0].fetched for c in (europe, asia, home)))
 
 
-async def test_clients_of_placements_no_route_uses_are_closed(regional: Settings) -> None:
-    from gateway.aws.clients import ClientPool
+async def test_clients_of_placements_no_route_uses_are_closed_once_idle(regional: Settings) -> None:
+    """A reload that drops routes lets their clients go, but not while a delivery may still use them."""
+    from gateway.aws.clients import IDLE_CLOSE_SECONDS, ClientPool
     from gateway.aws.placement import placement
     from gateway.service.places import placements
 
-    pool = ClientPool(CREDENTIALS, idle_close=0)
+    clock = Clock()
+    pool = ClientPool(CREDENTIALS, clock=clock)
     try:
         for route in regional.routes:
             await pool.clients(placement(route, regional.aws))
         assert len(pool.placements) == 3
         only_home = replace(regional, routes=regional.routes[2:])
         await pool.retain(placements(only_home))
+        assert len(pool.placements) == 3  # just used: kept a while
+        clock.now += IDLE_CLOSE_SECONDS
+        await pool.clients(placement(regional.routes[2], regional.aws))
         assert pool.placements == placements(only_home)
     finally:
         await pool.close()
@@ -165,3 +170,32 @@ async def test_a_throttled_region_does_not_slow_the_other(
         throttled = "mail_gateway_connect_throttled_total"
         assert sample(throttled, {"region": "eu-west-2", "account": ""}) == len(refused)
         assert not sample(throttled, {"region": "ap-southeast-2", "account": ""})
+
+
+async def test_role_credentials_are_assumed_again_before_they_expire(
+    emulator: EmulatorServer, s3_server: EmbeddedS3
+) -> None:
+    """aiobotocore refreshes a role's credentials from 15 minutes before they expire: credentials of an
+    hour serve many calls with one AssumeRole; credentials of 15 minutes (always inside that window) are
+    assumed again before every call, never used stale."""
+    from moto.sts.models import sts_backends
+
+    from gateway.aws.clients import AwsClients, role_session
+    from gateway.aws.placement import Placement
+
+    role = "arn:aws:iam::333333333333:role/refreshed"
+    where = Placement("eu-west-2", role, None, emulator.url, s3_server.url, s3_server.url)
+    assumed = sts_backends["333333333333"]["aws"].assumed_roles
+
+    async def assume_roles_for_three_calls(duration: int) -> int:
+        before = len(assumed)
+        session = await role_session(where, CREDENTIALS, duration)
+        async with AwsClients(where.aws, session=session) as aws:
+            for _ in range(3):
+                await aws.connect.describe_instance(InstanceId="instance-eu")
+        return len(assumed) - before
+
+    assert await assume_roles_for_three_calls(3600) == 1
+    assert await assume_roles_for_three_calls(900) == 3
+    keys = {call["AccessKeyId"] for call in emulator.connect.calls if call["Operation"] == "DescribeInstance"}
+    assert len(keys) == 4 and {a.access_key_id for a in assumed[-4:]} == keys  # each call signed fresh
