@@ -199,3 +199,20 @@ async def test_role_credentials_are_assumed_again_before_they_expire(
     assert await assume_roles_for_three_calls(900) == 3
     keys = {call["AccessKeyId"] for call in emulator.connect.calls if call["Operation"] == "DescribeInstance"}
     assert len(keys) == 4 and {a.access_key_id for a in assumed[-4:]} == keys  # each call signed fresh
+
+
+async def test_a_reload_moves_new_deliveries_to_the_new_region(
+    regional: Settings, regional_gateway: Gateway, emulator: EmulatorServer
+) -> None:
+    """After a reload that moves a route to another region (under no role), its next contact is made
+    there and signed with the gateway's own key; the quota of that region gets a governor of its own."""
+    smtp = SmtpClient(regional_gateway.smtp_port)
+    raw = make_mail(to="support@example.com").as_bytes()
+    assert (await smtp.send(raw))[0] == 250
+    moved = replace(regional.routes[0], region="ca-central-1", role_arn=None, external_id=None)
+    await regional_gateway.reload(replace(regional, routes=(moved, *regional.routes[1:])))
+    assert (await smtp.send(make_mail(to="support@example.com", subject="after").as_bytes()))[0] == 250
+    regions = [c.signer["Region"] for c in emulator.connect.contacts.values()]
+    assert regions == ["eu-west-2", "ca-central-1"]
+    last = list(emulator.connect.contacts.values())[-1]
+    assert last.signer["AccessKeyId"] == CREDENTIALS.access_key_id

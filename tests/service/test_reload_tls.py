@@ -1,0 +1,71 @@
+"""A reload re-reads the TLS certificate and the AUTH credentials, and refuses files that do not load."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trustme
+
+from gateway.errors import StartupError
+from gateway.frontdoor.credentials import hash_password
+from gateway.service.gateway import Gateway
+from gateway.settings import AuthSettings, Settings, TlsSettings
+
+from ..helpers import CREDENTIALS
+
+
+def issued(tmp_path: Path, name: str) -> tuple[trustme.CA, TlsSettings]:
+    ca = trustme.CA()
+    certificate = ca.issue_cert("localhost", "127.0.0.1")
+    certificate.private_key_pem.write_to_path(tmp_path / f"{name}-key.pem")
+    certificate.cert_chain_pems[0].write_to_path(tmp_path / f"{name}-cert.pem")
+    return ca, TlsSettings(certificate=tmp_path / f"{name}-cert.pem", key=tmp_path / f"{name}-key.pem")
+
+
+def users(tmp_path: Path, user: str, password: str) -> AuthSettings:
+    path = tmp_path / f"{user}.users"
+    path.write_text(f"{user}:{hash_password(password, rounds=4)}\n")
+    return AuthSettings(credentials=path)
+
+
+def logged_in(port: int, ca: trustme.CA, user: str, password: str) -> bool:
+    """STARTTLS trusting only ``ca``, then AUTH; False when the login is refused."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.starttls(context=context)
+        try:
+            client.login(user, password)
+        except smtplib.SMTPAuthenticationError:
+            return False
+        return True
+
+
+async def test_certificates_and_credentials_are_read_again(settings: Settings, tmp_path: Path) -> None:
+    old_ca, old_tls = issued(tmp_path, "old")
+    new_ca, new_tls = issued(tmp_path, "new")
+    first = replace(settings, tls=old_tls, auth=users(tmp_path, "alice", "old secret"))
+    async with Gateway(first, CREDENTIALS) as gateway:
+        port = gateway.smtp_port
+
+        async def login(ca: trustme.CA, user: str, password: str) -> bool:
+            return await asyncio.to_thread(logged_in, port, ca, user, password)
+
+        assert await login(old_ca, "alice", "old secret")
+
+        # A key that is not the certificate's: refused whole, the old certificate and users stay.
+        broken = replace(new_tls, key=old_tls.key)
+        with pytest.raises(StartupError, match=r"tls\.key: .* is not the key of the certificate"):
+            await gateway.reload(replace(first, tls=broken, auth=users(tmp_path, "bob", "new secret")))
+        assert await login(old_ca, "alice", "old secret")
+
+        await gateway.reload(replace(first, tls=new_tls, auth=users(tmp_path, "bob", "new secret")))
+        assert await login(new_ca, "bob", "new secret")
+        assert not await login(new_ca, "alice", "old secret")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await login(old_ca, "bob", "new secret")
