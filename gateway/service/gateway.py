@@ -223,6 +223,9 @@ class Gateway:
             if self._certificates is not None:
                 await self._certificates.stop()
             self._watch_certificates(settings)
+        elif context is not None:  # TLS from now on (STARTTLS: an implicit listener needs a restart)
+            self._tls_context = context
+            self._watch_certificates(settings)
         self.admission.reconfigure(settings.access, settings.limits, settings.auth)
         self.smtp.door = replace(
             self.smtp.door,

@@ -69,3 +69,10 @@ async def test_certificates_and_credentials_are_read_again(settings: Settings, t
         assert not await login(new_ca, "alice", "old secret")
         with pytest.raises(ssl.SSLCertVerificationError):
             await login(old_ca, "bob", "new secret")
+
+
+async def test_tls_can_be_turned_on_by_a_reload(settings: Settings, tmp_path: Path) -> None:
+    ca, tls = issued(tmp_path, "first")
+    async with Gateway(settings, CREDENTIALS) as gateway:
+        await gateway.reload(replace(settings, tls=tls, auth=users(tmp_path, "carol", "secret")))
+        assert await asyncio.to_thread(logged_in, gateway.smtp_port, ca, "carol", "secret")
