@@ -1,6 +1,6 @@
 """The configuration file into :class:`~gateway.settings.Settings`: :func:`load_config` reads the file and
-the machine, :func:`parse_config` checks every rule as a pure function (:mod:`.parse`, :mod:`.frontdoor`),
-each error naming its key (:mod:`.table`)."""
+the machine, :func:`parse_config` checks every rule as a pure function (:mod:`.parse`, :mod:`.frontdoor`,
+:mod:`.placement`), each error naming its key (:mod:`.table`)."""
 
 from gateway.config.parse import Host, load_config, parse_config, physical_memory
 from gateway.config.table import split_host_port

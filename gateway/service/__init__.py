@@ -1,2 +1,3 @@
 """The running gateway, assembled from the stages (:mod:`.gateway`), with its HTTP health and metrics
-(:mod:`.health`) and ``mail-gateway check`` (:mod:`.preflight`)."""
+(:mod:`.health`), each route's place (:mod:`.places`), reloading (:mod:`.reload`) and ``mail-gateway
+check`` (:mod:`.preflight`)."""
