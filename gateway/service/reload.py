@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config import load_config
 from gateway.errors import ConfigError, StartupError
-from gateway.settings import Settings
+from gateway.settings import QueueMode, Settings
 
 if TYPE_CHECKING:
     from gateway.service.gateway import Gateway
@@ -52,8 +52,8 @@ RESTART_ONLY: dict[str, Callable[[Settings], Any]] = {
     "http.listen": lambda s: s.http.listen,
     "queue.path": lambda s: s.queue.path,
     "queue.mode": lambda s: s.queue.mode,
-    "queue (workers, readers, retries, ages)": lambda s: replace(
-        s.queue, rate_per_second=0.0, burst=0, path=Path(), mode=s.queue.mode
+    "queue (workers, readers, retries, ages)": lambda s: replace(  # the rest of [queue]
+        s.queue, rate_per_second=0.0, burst=0, path=Path(), mode=QueueMode.SPOOL
     ),
     "[authentication], [filters] and [dns]": lambda s: (s.authentication, s.filters, s.dns),
     "[message] and the file types and sizes of [attachments]": lambda s: s.content_policy,

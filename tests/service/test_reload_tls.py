@@ -1,4 +1,5 @@
-"""A reload re-reads the TLS certificate and the AUTH credentials, and refuses files that do not load."""
+"""A reload re-reads the TLS certificate and the AUTH credentials, refuses files that do not load, and keeps
+what needs a restart."""
 
 from __future__ import annotations
 
@@ -76,3 +77,25 @@ async def test_tls_can_be_turned_on_by_a_reload(settings: Settings, tmp_path: Pa
     async with Gateway(settings, CREDENTIALS) as gateway:
         await gateway.reload(replace(settings, tls=tls, auth=users(tmp_path, "carol", "secret")))
         assert await asyncio.to_thread(logged_in, gateway.smtp_port, ca, "carol", "secret")
+
+
+def test_settings_that_need_a_restart_are_named_and_kept(settings: Settings) -> None:
+    from gateway.service.reload import needs_restart, with_restart_settings_of
+    from gateway.settings import QueueMode, RouteSettings
+
+    new = replace(
+        settings,
+        smtp=replace(settings.smtp, port=2526, hostname="mx2.gateway.test"),
+        queue=replace(settings.queue, mode=QueueMode.SPOOL, path=Path("/elsewhere"), rate_per_second=9.0),
+        routes=(*settings.routes, RouteSettings(match="new@example.com", instance_id="instance-3")),
+    )
+    assert needs_restart(settings, new) == ["smtp.listen", "queue.path", "queue.mode"]
+    kept = with_restart_settings_of(settings, new)
+    assert (kept.smtp.port, kept.queue.path, kept.queue.mode) == (
+        settings.smtp.port,
+        settings.queue.path,
+        settings.queue.mode,
+    )
+    assert kept.smtp.hostname == "mx2.gateway.test" and kept.queue.rate_per_second == 9.0
+    assert kept.routes == new.routes
+    assert needs_restart(settings, kept) == []
