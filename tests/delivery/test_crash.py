@@ -15,6 +15,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -76,10 +77,11 @@ def message(number: int) -> bytes:
     ).as_bytes()
 
 
-def send_until_accepted(port: int, number: int, raw: bytes) -> int:
-    """An MTA's behaviour: the same bytes again until a 250; returns how many tries it took."""
+def send_until_accepted(port: int, number: int, raw: bytes, stop: threading.Event) -> int:
+    """An MTA's behaviour: the same bytes again until a 250 (or until the test ends); returns how many
+    tries it took."""
     tries = 0
-    while True:
+    while not stop.is_set():
         tries += 1
         try:
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
@@ -91,23 +93,22 @@ def send_until_accepted(port: int, number: int, raw: bytes) -> int:
             time.sleep(0.05)
         except (OSError, smtplib.SMTPException):
             time.sleep(0.05)
+    raise AssertionError(f"mail {number} was never accepted")
 
 
 async def ready(http_port: int) -> None:
     """Until /readyz says the gateway has started (listener, spool, workers): its working life begins."""
 
-    async def answers() -> bool:
-        try:
-            status, _ = await http_get(http_port, "/readyz")
-        except aiohttp.ClientError:
-            return False
-        return status == 200
-
+    last = "no answer"
     for _ in range(1200):
-        if await answers():
+        try:
+            status, last = await http_get(http_port, "/readyz")
+        except aiohttp.ClientError as error:
+            status, last = 0, str(error)
+        if status == 200:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("the gateway did not come back")
+    raise AssertionError(f"the gateway did not come back: {last}")
 
 
 class GatewayProcess:
@@ -149,12 +150,13 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     accepted: set[int] = set()
     resent = 0
     pending = list(mails)
+    stop = threading.Event()  # a failure ends the clients' threads too, so that the run does not hang
 
     async def client() -> None:
         nonlocal resent
         while pending:
             number = pending.pop()
-            tries = await asyncio.to_thread(send_until_accepted, port, number, mails[number])
+            tries = await asyncio.to_thread(send_until_accepted, port, number, mails[number], stop)
             resent += tries > 1
             accepted.add(number)
 
@@ -171,7 +173,13 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             gateway.start()
         return kills
 
-    kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    try:
+        kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    except BaseException:
+        gateway.kill()
+        raise
+    finally:
+        stop.set()
     assert kills is not None
     assert kills >= 3, "the gateway was not killed often enough for the test to mean anything"
     assert accepted == set(mails)
