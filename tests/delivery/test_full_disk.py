@@ -34,11 +34,12 @@ DISK_SIZE = 8 * 1024 * 1024
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of 8 MiB: mounting needs root, which CI has; elsewhere the test skips."""
+    """A tmpfs of 8 MiB: mounting needs root (or sudo), which CI has; elsewhere the test skips."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
+    as_root = [] if os.geteuid() == 0 else ["sudo", "-n"]  # as .ci/run installs packages
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount_point)],
+        [*as_root, "mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=1777", "tmpfs", str(mount_point)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if mounted.returncode != 0:
@@ -48,7 +49,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        subprocess.run([*as_root, "umount", "-l", str(mount_point)], check=False)
 
 
 def fill(disk: Path) -> Path:
