@@ -120,6 +120,7 @@ class Gateway:
             memory_limit=queue_settings.reader_memory,
         )
         self._stack.callback(reader.close)
+        reader.start()
         trust = None
         if settings.authentication.enabled or settings.filters.enabled:
             from gateway.trust.judge import Trust  # its libraries load only when a check is configured
