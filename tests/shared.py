@@ -1,0 +1,204 @@
+"""What the shared queue's tests share: the embedded AWS (moto) as a process, stacks of the real template,
+and gateways configured from the stacks' Outputs.
+
+Every test gets its own stack of ``deploy/aws/cloudformation.yaml``, deployed to moto's CloudFormation:
+what the gateways run against is what operators deploy (moto ignores the table's TTL and the bucket's
+lifecycle, which the gateway does not rely on). Queues stay shallow: moto's SQS slows down on deep ones.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+
+from gateway.aws.dynamodb import decode_item
+from gateway.sandbox.emulator import EmulatorServer
+from gateway.sandbox.s3server import SANDBOX_KEY
+from gateway.settings import (
+    AttachmentSettings,
+    AwsSettings,
+    HttpSettings,
+    QueueMode,
+    QueueSettings,
+    RouteSettings,
+    Settings,
+    SmtpSettings,
+)
+
+from .helpers import ROOT, unavailable
+
+TEMPLATE = ROOT / "deploy" / "aws" / "cloudformation.yaml"
+REGION = "us-east-1"
+SUPPORT = RouteSettings(match="support@example.com", instance_id="instance-1")
+
+
+@contextmanager
+def embedded_aws() -> Iterator[str]:
+    """``python -m gateway.sandbox.aws`` as its own process (the gateways' processes and the test's event
+    loop do not share its lock or its interpreter); its URL."""
+    try:
+        import moto  # noqa: F401
+    except ImportError:
+        unavailable("moto (the sandbox extra) is not installed")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.sandbox.aws"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    found = re.match(r"AWS (http://\S+)", line)
+    try:
+        assert found is not None, line
+        yield found.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()
+
+
+def client(url: str, service: str) -> Any:
+    """A plain (synchronous) botocore client of the embedded AWS, as an operator's tool would be."""
+    return botocore.session.get_session().create_client(
+        service,
+        region_name=REGION,
+        endpoint_url=url,
+        aws_access_key_id=SANDBOX_KEY,
+        aws_secret_access_key=SANDBOX_KEY,
+    )
+
+
+def deploy_stack(url: str, name: str | None = None, **parameters: str | int) -> dict[str, str]:
+    """The template deployed as a new stack; its Outputs."""
+    name = name or f"t{uuid.uuid4().hex[:10]}"
+    cloudformation = client(url, "cloudformation")
+    cloudformation.create_stack(
+        StackName=name,
+        TemplateBody=TEMPLATE.read_text(),
+        Parameters=[
+            {"ParameterKey": key, "ParameterValue": str(value)}
+            for key, value in {"NamePrefix": name, **parameters}.items()
+        ],
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    cloudformation.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1})
+    [stack] = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    return {output["OutputKey"]: output["OutputValue"] for output in stack["Outputs"]}
+
+
+def shared_queue_settings(outputs: Mapping[str, str], **changes: Any) -> QueueSettings:
+    values: dict[str, Any] = {
+        "mode": QueueMode.SQS,
+        "queue_url": outputs["QueueUrl"],
+        "table": outputs["TableName"],
+        "rate_per_second": 50.0,
+        "burst": 10,
+        "workers": 2,
+        "retry_initial": 0.2,
+        "retry_max": 1.0,
+        "max_age": 60.0,
+        "min_free_disk": 0,
+        "shutdown_grace": 5.0,
+    }
+    values.update(changes)
+    return QueueSettings(**values)
+
+
+def shared_settings(
+    emulator: EmulatorServer,
+    url: str,
+    outputs: Mapping[str, str],
+    routes: tuple[RouteSettings, ...] = (
+        RouteSettings(match="support@example.com", instance_id="instance-1"),
+    ),
+    **queue: Any,
+) -> Settings:
+    """A gateway in sqs mode against the emulator and the embedded AWS, its queue from the Outputs."""
+    return Settings(
+        smtp=SmtpSettings(host="127.0.0.1", port=0, hostname="mx.gateway.test"),
+        aws=AwsSettings(
+            region=REGION,
+            connect_endpoint_url=emulator.url,
+            s3_endpoint_url=url,
+            sqs_endpoint_url=url,
+            dynamodb_endpoint_url=url,
+        ),
+        attachments=AttachmentSettings(bucket=outputs["BucketName"], prefix="inbound/"),
+        routes=routes,
+        queue=shared_queue_settings(outputs, **queue),
+        http=HttpSettings(listen=("127.0.0.1", 0)),
+    )
+
+
+def with_queue(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, queue=replace(settings.queue, **changes))
+
+
+def config_text(
+    *, port: int, emulator: EmulatorServer, url: str, outputs: Mapping[str, str], **queue: str | int | float
+) -> str:
+    """A configuration file for ``mail-gateway serve`` (or ``queue``, ``check``) in sqs mode."""
+    lines = "".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in queue.items())
+    return f"""
+[smtp]
+listen = "127.0.0.1:{port}"
+hostname = "mx.shared.test"
+[aws]
+region = "{REGION}"
+connect_endpoint_url = "{emulator.url}"
+s3_endpoint_url = "{url}"
+sqs_endpoint_url = "{url}"
+dynamodb_endpoint_url = "{url}"
+[attachments]
+bucket = "{outputs["BucketName"]}"
+[queue]
+mode = "sqs"
+queue_url = "{outputs["QueueUrl"]}"
+table = "{outputs["TableName"]}"
+min_free_disk = 0
+{lines}[http]
+listen = "127.0.0.1:0"
+[limits]
+max_mails_per_client_per_minute = 100000
+[[routes]]
+match = "support@example.com"
+instance_id = "shared-instance"
+"""
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def mail_items(url: str, table: str) -> dict[str, dict[str, Any]]:
+    """Every mail item of the table, by id (a scan: fine for a test's few)."""
+    dynamodb = client(url, "dynamodb")
+    found: dict[str, dict[str, Any]] = {}
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table):
+        for raw in page["Items"]:
+            item = decode_item(raw)
+            if str(item["pk"]).startswith("mail#"):
+                found[item["id"]] = item
+    return found
+
+
+def queue_depth(url: str, queue_url: str) -> int:
+    attributes = client(url, "sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])[
+        "Attributes"
+    ]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def keys_under(url: str, bucket: str, prefix: str) -> list[str]:
+    answer = client(url, "s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [entry["Key"] for entry in answer.get("Contents", [])]
