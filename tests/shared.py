@@ -8,6 +8,7 @@ lifecycle, which the gateway does not rely on). Queues stay shallow: moto's SQS 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -202,3 +203,23 @@ def queue_depth(url: str, queue_url: str) -> int:
 def keys_under(url: str, bucket: str, prefix: str) -> list[str]:
     answer = client(url, "s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [entry["Key"] for entry in answer.get("Contents", [])]
+
+
+async def mail_gateway(*arguments: str) -> tuple[int, str]:
+    """``mail-gateway ARGUMENTS`` as an operator runs it beside the gateways: its status and output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *arguments,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+def shared_config(
+    path: Path, emulator: EmulatorServer, url: str, outputs: Mapping[str, str], **queue: Any
+) -> Path:
+    """A configuration file naming the stack (for ``mail-gateway queue`` and ``check``)."""
+    return write_config(
+        path / "shared.toml", config_text(port=0, emulator=emulator, url=url, outputs=outputs, **queue)
+    )

@@ -26,7 +26,7 @@ from typing import Any
 
 __all__ = ["EmbeddedAWS"]
 
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.5
 MAX_WAIT_SECONDS = 20
 _WAKERS = {
     "AmazonSQS.SendMessage",

@@ -112,7 +112,9 @@ class Gateway:
             await shared.open()
         except DeliveryError as error:
             await shared.close()
-            key = "queue.table" if error.service == "dynamodb" else "queue.queue_url"
+            key = {"dynamodb": "queue.table", "s3": "attachments.bucket"}.get(
+                error.service, "queue.queue_url"
+            )
             raise StartupError(key, f"the shared queue cannot be used: {error}") from None
         self._stack.push_async_callback(shared.close)
         return shared

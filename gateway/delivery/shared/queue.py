@@ -24,8 +24,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,6 +63,7 @@ EARLY_SECONDS = 1.0  # a deferred mail that shows this much before it is due is 
 NOTICE_STALE_SECONDS = 600.0  # a notification claimed by a gateway that did not finish it: retried
 HEALTH_SECONDS = 60.0  # /readyz: each service must have answered within this
 HEARTBEAT_SECONDS = 20.0  # an idle gateway asks each service this often, so that readiness stays true
+HEARTBEAT_KEY = "{prefix}mail-gateway-heartbeat"  # never written: asking for it proves S3 answers
 INCOMING = "incoming"
 DOWNLOADS = "mail"
 
@@ -102,13 +105,15 @@ class SharedQueue:
         self.prefix = queue.prefix
         self.visibility = 0  # the queue's visibility timeout, read at open: the claim's lease
         self._work = work
-        self._owner = secrets.token_hex(8)
+        # Who holds a claim, for the operator (``queue show``): this machine and process, and a nonce.
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self._claims: dict[str, _Claim] = {}
         self._receiver: Receiver | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Learn the queue's visibility timeout and dead-letter queue, and that the table is there."""
+        """Learn the queue's visibility timeout and dead-letter queue, and that the table and the bucket
+        answer (so that the gateway is ready as it starts listening)."""
         for directory in (self._work / INCOMING, self._work / DOWNLOADS):
             directory.mkdir(parents=True, exist_ok=True)
         attributes = await self.work_queue.attributes()
@@ -117,6 +122,7 @@ class SharedQueue:
         if self.dead_letters is None:
             log.warning("the queue has no redrive policy: dead mail stays in the table only")
         await self.table.describe()
+        await self.objects.exists(HEARTBEAT_KEY.format(prefix=self.prefix))
         self._receiver = Receiver(self.work_queue, self.visibility)
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="shared-queue-heartbeat")
 
@@ -241,7 +247,7 @@ class SharedQueue:
                 assign={
                     "state": str(MailState.ACTIVE),
                     "lease_until": now + self.visibility,
-                    "owner": self._owner,
+                    "owner": self.owner,
                 },
                 condition="#state = :state AND #owner = :owner AND #generation = :generation",
                 state=item["state"],
@@ -376,7 +382,7 @@ class SharedQueue:
             claim.concluding = True
         try:
             await self.table.update(
-                records.mail_key(mail_id), condition="#owner = :owner", owner=self._owner, **update
+                records.mail_key(mail_id), condition="#owner = :owner", owner=self.owner, **update
             )
         except ConditionFailedError:
             if forget or claim is None or not claim.concluding:  # not a renewal overtaken by the outcome
@@ -518,7 +524,7 @@ class SharedQueue:
         lost a service notices."""
         while True:
             if self.answers.silent("s3", HEARTBEAT_SECONDS):
-                await self._quietly(self.objects.exists(f"{self.prefix}mail-gateway-heartbeat"))
+                await self._quietly(self.objects.exists(HEARTBEAT_KEY.format(prefix=self.prefix)))
             if self.answers.silent("sqs", HEARTBEAT_SECONDS):
                 await self._quietly(self.work_queue.attributes())
             if self.answers.silent("dynamodb", HEARTBEAT_SECONDS):

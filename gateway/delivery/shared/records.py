@@ -27,6 +27,7 @@ __all__ = [
     "envelope_of",
     "is_probe",
     "mail_key",
+    "moved_item",
     "new_item",
     "object_key",
     "queued_mail",
@@ -215,6 +216,51 @@ def new_item(envelope: Envelope, state: MailState, now: float) -> dict[str, Any]
                 "reply_text": None,
             }
             for target, recipients in envelope.targets
+        ],
+    }
+
+
+def moved_item(
+    mail: QueuedMail, key: str, sha256: str, prefix: str, generations: Mapping[int, int]
+) -> dict[str, Any]:
+    """The item of a spool's mail moved into the shared queue: its state, attempts, contacts made and
+    errors as the spool had them; ``generations``: the targets whose built request was written."""
+    return {
+        "id": mail.id,
+        "state": str(MailState.QUEUED if mail.state == MailState.ACTIVE else mail.state),
+        "generation": 0,
+        "received_at": mail.received_at,
+        "sender": mail.sender,
+        "recipients": list(mail.recipients),
+        "message_id": mail.message_id,
+        "size": mail.size,
+        "key": key,
+        "sha256": sha256,
+        "attempts": mail.attempts,
+        "failures": mail.failures,
+        "next_attempt_at": mail.next_attempt_at,
+        "last_error": mail.last_error,
+        "notice": mail.notice,
+        "owner": "",
+        "targets": [
+            {
+                "route": json.dumps(asdict(t.target.route), sort_keys=True),
+                "destination": t.target.destination,
+                "tag": t.target.tag,
+                "recipients": list(t.recipients),
+                "state": str(t.state),
+                "request": request_key(prefix, mail.id, t.position, 1) if t.position in generations else None,
+                "generation": generations.get(t.position, 0),
+                "built_at": t.built_at,
+                **({"contact_id": t.contact_id} if t.contact_id else {}),
+                "error": t.error,
+                "error_service": t.error_service,
+                "error_code": t.error_code,
+                "reply_code": t.reply.code if t.reply else None,
+                "reply_status": t.reply.status if t.reply else None,
+                "reply_text": t.reply.text if t.reply else None,
+            }
+            for t in mail.targets
         ],
     }
 
