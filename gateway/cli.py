@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a gateway configuration (routes, limits, attachments...) to run against the emulator; the "
         "sandbox provides the listen addresses, the AWS endpoints and the bucket",
     )
+    sandbox.add_argument(
+        "--verdicts",
+        action="store_true",
+        help="run the sender checks (SPF, DKIM, DMARC, ARC) and the spam and virus engines that answer "
+        "(the file's [filters], else rspamd and clamd at their Debian addresses) on this machine's mail",
+    )
 
     emulate = commands.add_parser("emulate", help="the Connect email emulator (and an S3) alone")
     emulate.add_argument("--host", default="127.0.0.1")
@@ -152,7 +158,16 @@ def _run(args: argparse.Namespace) -> int:
             from gateway.sandbox.run import run_sandbox
 
             config = (args.config, _configured(args)) if args.config else None
-            asyncio.run(run_sandbox(args.smtp_port, args.http_port, out=_say, mode=args.mode, config=config))
+            asyncio.run(
+                run_sandbox(
+                    args.smtp_port,
+                    args.http_port,
+                    out=_say,
+                    mode=args.mode,
+                    config=config,
+                    verdicts=args.verdicts,
+                )
+            )
             return 0
         if args.command == "emulate":
             asyncio.run(_emulate(args))

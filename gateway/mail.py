@@ -167,6 +167,9 @@ class ReceivedMail:
     content: MailContent
     peer: str
     helo: str
+    # What the trust checks found (gateway.trust.results.TrustResult as JSON): kept beside the bytes, never
+    # written into them, so that the ClientToken stays the digest of the bytes received.
+    verdicts: str | None = None
 
 
 class MailSink(Protocol):

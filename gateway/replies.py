@@ -100,6 +100,9 @@ class Replies:
     TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the others in another transaction")
     AUTH_BLOCKED = Reply(454, "4.7.0", "Too many failed authentications; please try again later")
     NO_ROOM = Reply(452, "4.3.1", "Insufficient system storage; please try again later")
+    SPAM_DEFERRED = Reply(451, "4.7.1", "The spam filter asks you to try again later")
+    GREYLISTED = Reply(451, "4.7.1", "Greylisted: please try again in a few minutes")
+    CHECKS_UNAVAILABLE = Reply(451, "4.3.0", "The message could not be checked now; please try again later")
 
     # 5xx: syntax and sequence
     BAD_CHARACTERS = Reply(500, "5.5.2", "Syntax error: NUL or CR characters in the command line")
@@ -130,6 +133,12 @@ class Replies:
     NETWORK_REFUSED = Reply(554, "5.7.1", "This gateway does not accept connections from your network")
     SENDER_REFUSED = Reply(550, "5.7.1", "This sender is not accepted here")
     AUTOMATIC_REFUSED = Reply(550, "5.7.1", "Automatic replies, bounces and list mail are not accepted here")
+    DMARC_REFUSED = Reply(
+        550, "5.7.1", "The domain {domain} asks (DMARC p=reject) to refuse mail that fails its authentication"
+    )
+    SPF_REFUSED = Reply(550, "5.7.1", "SPF: {domain} does not allow your server to send its mail")
+    SPAM_REFUSED = Reply(550, "5.7.1", "The message was refused as spam")
+    VIRUS_REFUSED = Reply(554, "5.7.1", "The message was refused: a virus was found ({signature})")
     TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops ({count} Received headers): a mail loop?")
     LOOP = Reply(554, "5.4.6", "Mail loop: this message has already passed through this gateway")
     HEADER_TOO_BIG = Reply(

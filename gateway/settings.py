@@ -21,11 +21,17 @@ __all__ = [
     "AccessSettings",
     "AttachmentSettings",
     "AuthSettings",
+    "AuthenticationSettings",
     "AutomaticPolicy",
     "AutomaticSettings",
     "AwsSettings",
     "Body",
+    "ClamdAddress",
     "ContentPolicy",
+    "DnsSettings",
+    "EngineFailure",
+    "FailAction",
+    "FilterSettings",
     "HttpSettings",
     "LimitSettings",
     "LogFormat",
@@ -39,7 +45,9 @@ __all__ = [
     "SmtpSettings",
     "StoreOriginal",
     "TlsSettings",
+    "TrustMode",
     "Unreadable",
+    "VirusAction",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # what SES inbound accepts, headers included
@@ -212,6 +220,75 @@ class MessageSettings:
     prefer_body: Body = Body.HTML  # which body the contact shows when the mail has both
 
 
+class TrustMode(StrEnum):
+    """Whether the verdicts of :mod:`gateway.trust` may refuse a mail, or only tag it (a safe rollout)."""
+
+    ENFORCE = "enforce"
+    MONITOR = "monitor"  # computed and tagged, never refused
+
+
+class FailAction(StrEnum):
+    REFUSE = "refuse"
+    TAG = "tag"  # delivered, with the verdict in the contact's attributes
+
+
+class VirusAction(StrEnum):
+    REFUSE = "refuse"  # 554 5.7.1
+    STRIP = "strip"  # delivered without the infected files (named in the contact, kept out of S3)
+
+
+class EngineFailure(StrEnum):
+    """When rspamd or clamd does not answer in time: deliver (``PROCESSING_FAILED``) or answer 451."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+ClamdAddress = Path | tuple[str, int]  # a Unix socket, or host and port
+
+
+@dataclass(frozen=True)
+class AuthenticationSettings:
+    """``[authentication]``: SPF, DKIM, DMARC and ARC at DATA, and what their verdicts may do."""
+
+    enabled: bool = False
+    authserv_id: str = "localhost"  # names this gateway in Authentication-Results; the config's: hostname
+    mode: TrustMode = TrustMode.ENFORCE
+    dmarc_reject: FailAction = FailAction.REFUSE  # a DMARC failure of a p=reject domain
+    dmarc_quarantine: FailAction = FailAction.TAG
+    spf_fail: FailAction = FailAction.TAG  # an SPF fail (-all) that no DMARC policy decided
+    trusted_authserv_ids: tuple[str, ...] = ()  # upstreams whose Authentication-Results are believed
+    senders_allow: tuple[str, ...] = ()  # envelope senders never refused by these checks (still tagged)
+    timeout: float = 20.0  # for all of SPF, DKIM, ARC and DMARC together
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """``[filters]``: the spam (rspamd) and virus (clamd) engines, each optional."""
+
+    rspamd_url: str | None = None
+    rspamd_timeout: float = 20.0
+    spam_reject: FailAction = FailAction.REFUSE  # rspamd's "reject"
+    greylist_delay: float = 300.0  # rspamd's "greylist": 451 until a retry this much later
+    clamd_address: ClamdAddress | None = None
+    clamd_timeout: float = 30.0  # each scan
+    clamd_max_size: int = 25 * 1024 * 1024  # at most clamd's StreamMaxLength (Debian: 25M)
+    virus: VirusAction = VirusAction.REFUSE
+    on_failure: EngineFailure = EngineFailure.OPEN
+
+    @property
+    def enabled(self) -> bool:
+        return self.rspamd_url is not None or self.clamd_address is not None
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """``[dns]``: the resolvers the sender checks ask; none: the system's (``/etc/resolv.conf``)."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()
+    timeout: float = 5.0  # each query, retries included
+
+
 @dataclass(frozen=True)
 class RouteSettings:
     """One ``[[routes]]`` entry. ``match`` is an address, ``*@domain`` or ``*`` (every recipient)."""
@@ -227,6 +304,7 @@ class RouteSettings:
     description: str | None = None
     related_contact_header: str | None = None
     sender_from_reply_to: bool = False
+    trust_mode: TrustMode | None = None  # overrides [authentication] mode for this route
 
 
 @dataclass(frozen=True)
@@ -273,6 +351,9 @@ class Settings:
     automatic: AutomaticSettings = field(default_factory=AutomaticSettings)
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    filters: FilterSettings = field(default_factory=FilterSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
 
     @property
     def content_policy(self) -> ContentPolicy:

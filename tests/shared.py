@@ -9,6 +9,7 @@ lifecycle, which the gateway does not rely on). Queues stay shallow: moto's SQS 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import subprocess
 import sys
@@ -65,8 +66,10 @@ def embedded_aws() -> Iterator[str]:
         process.stdout.close()
 
 
+@functools.cache
 def client(url: str, service: str) -> Any:
-    """A plain (synchronous) botocore client of the embedded AWS, as an operator's tool would be."""
+    """A plain (synchronous) botocore client of the embedded AWS, as an operator's tool would be; one per
+    service (making one reads botocore's models for a while, and the tests poll from the gateway's loop)."""
     return botocore.session.get_session().create_client(
         service,
         region_name=REGION,

@@ -71,6 +71,13 @@ EXPECTED = {
     "LINE_TOO_LONG": (552, "5.3.4"),
     "NO_VALID_RECIPIENTS": (554, "5.5.1"),
     "REFUSED_BY_CONNECT": (554, "5.6.0"),
+    "SPAM_DEFERRED": (451, "4.7.1"),
+    "GREYLISTED": (451, "4.7.1"),
+    "CHECKS_UNAVAILABLE": (451, "4.3.0"),
+    "DMARC_REFUSED": (550, "5.7.1"),
+    "SPF_REFUSED": (550, "5.7.1"),
+    "SPAM_REFUSED": (550, "5.7.1"),
+    "VIRUS_REFUSED": (554, "5.7.1"),
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from gateway.addresses import AddressError, parse_address
 from gateway.config.frontdoor import parse_access, parse_auth, parse_automatic, parse_limits, parse_tls
 from gateway.config.table import Table, split_host_port
+from gateway.config.trust import parse_authentication, parse_dns, parse_filters, parse_route_trust_mode
 from gateway.contact import contract
 from gateway.contact.routing import Router
 from gateway.errors import ConfigError, RefusedError
@@ -93,6 +94,9 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
     automatic = parse_automatic(top.table("automatic"))
     log = _log(top.table("log"))
     http = _http(top.table("http"))
+    authentication = parse_authentication(top.table("authentication"), smtp.hostname)
+    filters = parse_filters(top.table("filters"))
+    dns = parse_dns(top.table("dns"))
     top.done()
     _postmaster_routed(smtp, routes)
     _queue_apart(queue, attachments)
@@ -110,6 +114,9 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
         automatic=automatic,
         log=log,
         http=http,
+        authentication=authentication,
+        filters=filters,
+        dns=dns,
     )
 
 
@@ -445,6 +452,7 @@ def _routes(tables: list[Table]) -> tuple[RouteSettings, ...]:
                     "related_contact_header", table.text("related_contact_header"), _header_name
                 ),
                 sender_from_reply_to=table.get("sender_from_reply_to", bool, False),
+                trust_mode=parse_route_trust_mode(table),
             )
         )
         table.done()

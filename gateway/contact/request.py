@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.contact import contract
 from gateway.contact.fitting import FittedMail, clean_line
@@ -37,6 +37,7 @@ __all__ = [
     "WITHOUT_ATTACHMENTS",
     "MailHash",
     "StoredFile",
+    "Verdicts",
     "build_request",
     "client_token",
     "mail_digest",
@@ -55,6 +56,16 @@ class StoredFile:
 
     filename: str
     url: str
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What the gateway's own checks found (:mod:`gateway.trust`), as the contact carries it: Connect's
+    ``X_SES_SPAM_VERDICT`` / ``X_SES_VIRUS_VERDICT`` headers and ``gateway_*`` attributes. Kept beside
+    the raw mail, never written into it, so that the ClientToken stays the digest of the bytes received."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 class MailHash:
@@ -106,11 +117,13 @@ def build_request(
     related_contact_id: str | None = None,
     original: str | None = None,
     variant: str = "",
+    verdicts: Verdicts | None = None,
 ) -> StartEmailContactRequestTypeDef:
     """The request for one target.
 
     ``files`` are the fitted attachments with their URLs; ``related_contact_id`` is the thread's contact
-    when one is known; ``original`` locates the stored original message (linked from the contact)."""
+    when one is known; ``original`` locates the stored original message (linked from the contact);
+    ``verdicts`` the gateway's spam, virus and sender-authentication results."""
     mail = fitted.mail
     route = target.route
     raw_message: InboundRawMessageTypeDef = {
@@ -119,6 +132,8 @@ def build_request(
         "ContentType": fitted.content_type,
     }
     headers = _headers(mail)
+    if verdicts is not None:
+        headers.update(_verdict_headers(verdicts.headers))
     if headers:
         raw_message["Headers"] = headers
     request: StartEmailContactRequestTypeDef = {
@@ -139,6 +154,8 @@ def build_request(
         attributes[AUTOMATIC_ATTRIBUTE] = automatic.value
     if target.tag:
         attributes[TAG_ATTRIBUTE] = target.tag
+    if verdicts is not None:
+        _add_within_limit(attributes, verdicts.attributes)
     if route.contact_flow_id:
         request["ContactFlowId"] = route.contact_flow_id
     if attributes:
@@ -161,11 +178,13 @@ def build_request(
 def _references(
     static: Mapping[str, Any], original: str | None, omissions: Sequence[str]
 ) -> dict[str, ReferenceTypeDef]:
-    """The route's references, then the original's locator and what was left out, within 4,096 bytes."""
+    """The route's references, then the original's locator and what was left out, within 4,096 bytes.
+
+    What was left out is named even when no original was kept (``store_original = "never"``, or a mail
+    whose infected files were stripped): the agent must know the contact is not the whole mail."""
     references: dict[str, ReferenceTypeDef] = dict(static)
-    if original is None:
-        return references
-    references[ORIGINAL_REFERENCE] = {"Type": "URL", "Value": original}
+    if original is not None:
+        references[ORIGINAL_REFERENCE] = {"Type": "URL", "Value": original}
     if omissions:
         used = sum(len(k.encode()) + len(str(v.get("Value", "")).encode()) for k, v in references.items())
         room = contract.limits().references_bytes - used - len(OMITTED_REFERENCE.encode())
@@ -230,6 +249,30 @@ def _headers(mail: ParsedMail) -> dict[EmailHeaderTypeType, str]:
     if references:
         headers["REFERENCES"] = references
     return headers
+
+
+def _verdict_headers(values: Mapping[str, str]) -> dict[EmailHeaderTypeType, str]:
+    """Only the header names Connect's model takes, with values within its length."""
+    limits = contract.limits()
+    return {
+        cast("EmailHeaderTypeType", name): value
+        for name, value in values.items()
+        if name in limits.header_names and 1 <= len(value) <= limits.header_value_chars
+    }
+
+
+def _add_within_limit(attributes: dict[str, str], extra: Mapping[str, str]) -> None:
+    """The gateway's attributes win over a route's of the same name; one that would not fit in Connect's
+    32 KiB of attributes is left out (a route's attributes are checked at start, these are small)."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
+    for name, value in extra.items():
+        old = attributes.get(name)
+        grown = size + len(name.encode()) + len(value.encode())
+        if old is not None:
+            grown -= len(name.encode()) + len(old.encode())
+        if grown <= contract.limits().attributes_bytes:
+            attributes[name] = value
+            size = grown
 
 
 def _most_recent(ids: Sequence[str], limit: int) -> str:

@@ -33,6 +33,7 @@ from gateway.mail import MailContent, Target
 from gateway.message.mime import HEADER_BYTES
 from gateway.observe.metrics import Metrics
 from gateway.settings import AttachmentSettings, ContentPolicy, StoreOriginal
+from gateway.trust.results import TrustResult
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
@@ -129,11 +130,15 @@ class Deliverer:
         self._reader = reader
         self.metrics = metrics or Metrics()
 
-    async def read(self, content: MailContent, source: MailSource | None = None) -> ReadMail:
-        """The mail parsed and fitted; :class:`~gateway.errors.UnreadableError` when it cannot be."""
+    async def read(
+        self, content: MailContent, source: MailSource | None = None, verdicts: TrustResult | None = None
+    ) -> ReadMail:
+        """The mail parsed and fitted (without the files the virus scan found infected);
+        :class:`~gateway.errors.UnreadableError` when it cannot be."""
+        infected = verdicts.strip if verdicts is not None else ()
         if self._reader is None:
-            return await asyncio.to_thread(read_here, content.read(), self._policy)
-        return await self._reader.read(source or MailSource.of(content))
+            return await asyncio.to_thread(read_here, content.read(), self._policy, infected=infected)
+        return await self._reader.read(source or MailSource.of(content), infected)
 
     async def unreadable(self, content: MailContent, reason: str) -> ReadMail:
         """The contact of a mail that could not be read: its header, a body that says so, the original
@@ -151,10 +156,12 @@ class Deliverer:
         pacer: Pacer = UNPACED,
         save: SaveRequest = _keep_nothing,
         related: RelatedLookup | None = None,
+        verdicts: TrustResult | None = None,
     ) -> AsyncIterator[Outcome]:
         """Each pending target's outcome, in order. After a transient error the rest waits too (the same
-        fault would meet them): the outcomes end there."""
-        mail = _Mail(self, content, read, await _hash(content))
+        fault would meet them): the outcomes end there. ``verdicts``: what the trust checks found at DATA,
+        for the contact's headers and attributes."""
+        mail = _Mail(self, content, read, await _hash(content), verdicts)
         for item in pending:
             request = item.request
             if request is None:
@@ -192,7 +199,9 @@ class Deliverer:
     ) -> StartEmailContactRequestTypeDef:
         stored, original = await mail.uploaded()
         related_id = await related(target) if related else None
-        return build_request(mail.fitted, target, mail.hash, stored, sender, related_id, original)
+        return build_request(
+            mail.fitted, target, mail.hash, stored, sender, related_id, original, verdicts=mail.verdicts
+        )
 
     async def _without_attachments(
         self,
@@ -211,12 +220,20 @@ class Deliverer:
             f"Amazon Connect refused the attachments: {refusal.reason}"
         )
         try:
-            original = await self._keep_original(mail.content, stripped, mail.hash)
+            original = await self._keep_original(mail, stripped)
         except DeliveryError as error:
             return Outcome(item, error=error)
         related_id = request.get("RelatedContactId")
         bare = build_request(
-            stripped, item.target, mail.hash, (), sender, related_id, original, WITHOUT_ATTACHMENTS
+            stripped,
+            item.target,
+            mail.hash,
+            (),
+            sender,
+            related_id,
+            original,
+            WITHOUT_ATTACHMENTS,
+            verdicts=mail.verdicts,
         )
         await save(item, bare)
         return await self._start(item, bare, pacer)
@@ -235,14 +252,15 @@ class Deliverer:
         self.metrics.contacts.inc()
         return Outcome(item, contact_id=contact_id)
 
-    async def _keep_original(
-        self, content: MailContent, fitted: FittedMail, mail_hash: MailHash
-    ) -> str | None:
-        """The original message in S3 whenever the contact leaves something out (or always, if asked)."""
+    async def _keep_original(self, mail: _Mail, fitted: FittedMail) -> str | None:
+        """The original message in S3 whenever the contact leaves something out (or always, if asked),
+        except a mail with a virus in it: its original would carry the virus."""
         if not fitted.omissions and self._settings.store_original != StoreOriginal.ALWAYS:
             return None
-        key = original_key(self._settings.prefix, mail_hash.hexdigest)
-        return await self._store.keep(key, content, "message/rfc822")
+        if mail.infected:
+            return None
+        key = original_key(self._settings.prefix, mail.hash.hexdigest)
+        return await self._store.keep(key, mail.content, "message/rfc822")
 
     async def _upload(self, read: ReadMail, mail_hash: MailHash) -> list[StoredFile]:
         """Every attachment that fits, stored once per mail, streamed from memory or its file; raises
@@ -287,18 +305,25 @@ class _Mail:
     needs them, once."""
 
     def __init__(
-        self, deliverer: Deliverer, content: MailContent, read: ReadMail, mail_hash: MailHash
+        self,
+        deliverer: Deliverer,
+        content: MailContent,
+        read: ReadMail,
+        mail_hash: MailHash,
+        trust: TrustResult | None = None,
     ) -> None:
         self._deliverer = deliverer
         self.content = content
         self.read = read
         self.fitted = read.fitted
         self.hash = mail_hash
+        self.verdicts = trust.verdicts if trust is not None else None
+        self.infected = bool(trust is not None and trust.strip)
         self._done: tuple[list[StoredFile], str | None] | None = None
 
     async def uploaded(self) -> tuple[list[StoredFile], str | None]:
         if self._done is None:
             files = await self._deliverer._upload(self.read, self.hash)
-            original = await self._deliverer._keep_original(self.content, self.fitted, self.hash)
+            original = await self._deliverer._keep_original(self, self.fitted)
             self._done = files, original
         return self._done

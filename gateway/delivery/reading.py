@@ -20,9 +20,10 @@ import resource
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -30,11 +31,14 @@ from gateway.contact import contract
 from gateway.contact.fitting import FittedMail, fit_mail
 from gateway.errors import UnreadableError
 from gateway.mail import FileContent, MailContent
-from gateway.message.mime import parse_mail
+from gateway.message.mime import ParsedMail, parse_mail
 from gateway.settings import ContentPolicy
+from gateway.trust.infected import without_infected
+from gateway.trust.results import InfectedFile
 
 __all__ = ["Body", "MailReader", "MailSource", "ReadMail", "read_here"]
 
+T = TypeVar("T")
 SPILL_BYTES = 64 * 1024  # an attachment larger than this comes back as a file, not as bytes
 TASKS_PER_PROCESS = 500  # then the process is replaced: whatever it fragmented is given back
 
@@ -98,11 +102,20 @@ class MailSource:
 
 
 def read_here(
-    raw: bytes, policy: ContentPolicy, workdir: Path | None = None, *, received: bool = True
+    raw: bytes,
+    policy: ContentPolicy,
+    workdir: Path | None = None,
+    *,
+    received: bool = True,
+    infected: Sequence[InfectedFile] = (),
 ) -> ReadMail:
     """Parse and fit, in this process: a worker's task, and ``mail-gateway parse``'s (whole bytes, from a
-    file: ``received=False`` keeps its line ends as the file has them)."""
-    fitted = fit_mail(parse_mail(raw, received=received), policy)
+    file: ``received=False`` keeps its line ends as the file has them). ``infected``: files the virus scan
+    found, left out and named in the contact."""
+    parsed, left_out = without_infected(parse_mail(raw, received=received), infected)
+    fitted = fit_mail(parsed, policy)
+    if left_out:
+        fitted = replace(fitted, omissions=fitted.omissions + left_out)
     bodies = tuple(_body(attachment.data, workdir) for attachment in fitted.attachments)
     mail = replace(fitted.mail, attachments=tuple(replace(a, data=b"") for a in fitted.mail.attachments))
     attachments = tuple(replace(a, data=b"") for a in fitted.attachments)
@@ -117,9 +130,19 @@ def _body(data: bytes, workdir: Path | None) -> Body:
     return Body(len(data), path=path)
 
 
-def _in_worker(source: MailSource, policy: ContentPolicy, limits: contract.Limits, workdir: Path) -> ReadMail:
+def _in_worker(
+    source: MailSource,
+    policy: ContentPolicy,
+    limits: contract.Limits,
+    workdir: Path,
+    infected: Sequence[InfectedFile],
+) -> ReadMail:
     contract.adopt(limits)  # the parent read them from botocore's model: no need to load it here
-    return read_here(source.load(), policy, workdir)
+    return read_here(source.load(), policy, workdir, infected=infected)
+
+
+def _parse_in_worker(source: MailSource) -> ParsedMail:
+    return parse_mail(source.load(), received=True)
 
 
 def _limit_memory(limit: int) -> None:
@@ -153,12 +176,18 @@ class MailReader:
             context=context,
         )
 
-    async def read(self, source: MailSource) -> ReadMail:
+    async def read(self, source: MailSource, infected: Sequence[InfectedFile] = ()) -> ReadMail:
         """The read mail; :class:`~gateway.errors.UnreadableError` when it cannot be read within its budget
         (or kills its reader): reading it again would end the same way."""
-        future = self._pool.schedule(
-            _in_worker, args=(source, self._policy, contract.limits(), self._workdir), timeout=self._budget
-        )
+        arguments = (source, self._policy, contract.limits(), self._workdir, tuple(infected))
+        return await self._run(_in_worker, arguments)
+
+    async def parse(self, content: MailContent) -> ParsedMail:
+        """The parsed mail with every file's bytes (the virus scan's), read the same way."""
+        return await self._run(_parse_in_worker, (MailSource.of(content),))
+
+    async def _run(self, task: Callable[..., T], arguments: tuple[object, ...]) -> T:
+        future = self._pool.schedule(task, args=arguments, timeout=self._budget)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:

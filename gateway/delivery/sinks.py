@@ -8,6 +8,7 @@ Both park automatic mail under the ``drop`` policy in the spool, never destroyin
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from gateway.mail import MailWriter, ReceivedMail
 from gateway.observe.mail_log import log_received
 from gateway.replies import EARLIER_CONTACT, Replies, Reply
 from gateway.settings import Unreadable
+from gateway.trust.results import TrustResult
 
 __all__ = ["DeliverNow", "SpoolIntake", "park_in", "summary_reply"]
 
@@ -135,8 +137,9 @@ class DeliverNow:
     async def accept(self, mail: ReceivedMail) -> Reply:
         started = time.monotonic()
         deliverer = self._deliverer
+        verdicts = TrustResult.from_json(json.loads(mail.verdicts)) if mail.verdicts else None
         try:
-            read = await deliverer.read(mail.content)
+            read = await deliverer.read(mail.content, verdicts=verdicts)
         except UnreadableError as error:
             log.warning("a mail could not be read: %s", error)
             deliverer.metrics.unreadable.inc()
@@ -146,7 +149,8 @@ class DeliverNow:
             read = await deliverer.unreadable(mail.content, str(error))
         pending = [Pending(target) for target in unique_targets(mail.targets)]
         try:
-            outcomes = [o async for o in deliverer.deliver(mail.content, read, mail.sender, pending)]
+            delivery = deliverer.deliver(mail.content, read, mail.sender, pending, verdicts=verdicts)
+            outcomes = [o async for o in delivery]
         finally:
             read.discard()
         for outcome in outcomes:

@@ -163,14 +163,23 @@ def _files_leases_failures(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE mail ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
 
 
-SCHEMA_VERSION = 3
+def _verdicts(db: sqlite3.Connection) -> None:
+    """4: what the trust checks found at DATA (JSON), kept beside the mail's bytes, never in them."""
+    db.execute("ALTER TABLE mail ADD COLUMN verdicts TEXT")
+
+
+SCHEMA_VERSION = 4
 # Each step takes the schema from its version to the next, in one transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _split_replies, 2: _files_leases_failures}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _split_replies,
+    2: _files_leases_failures,
+    3: _verdicts,
+}
 
 
 _MAIL_COLUMNS = (
     "id, received_at, sender, recipients, message_id, size, state, attempts, next_attempt_at, last_error,"
-    " notice, path, lease_until, failures"
+    " notice, path, lease_until, failures, verdicts"
 )
 
 
@@ -225,6 +234,7 @@ class QueuedMail:
     content: MailContent | None = None  # asked for, and not yet dropped (done)
     lease_until: float | None = None
     failures: int = 0  # unexpected exceptions while delivering it: a mail that keeps causing them is poison
+    verdicts: str | None = None  # the trust checks' result at DATA (gateway.trust.results.TrustResult, JSON)
 
     @property
     def pending(self) -> list[QueuedTarget]:
@@ -365,10 +375,10 @@ class Spool:
                     groups.setdefault(target.key, (target, []))[1].append(recipient)
                 db.execute(
                     "INSERT INTO mail (id, received_at, sender, recipients, message_id, size, raw, path,"
-                    " state, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " state, next_attempt_at, verdicts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         queue_id, now, mail.sender, json.dumps(mail.recipients), message_id, content.size,
-                        raw, path, state, now,
+                        raw, path, state, now, mail.verdicts,
                     ),
                 )  # fmt: skip
                 db.executemany(
@@ -616,6 +626,7 @@ class Spool:
             content=self._content(row) if with_content else None,
             lease_until=row["lease_until"],
             failures=row["failures"],
+            verdicts=row["verdicts"],
         )
 
     def _content(self, row: sqlite3.Row) -> MailContent | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -40,6 +41,7 @@ from gateway.message.mime import HEADER_BYTES
 from gateway.observe.mail_log import log_mail, loggable
 from gateway.replies import Replies
 from gateway.settings import QueueSettings, Unreadable
+from gateway.trust.results import TrustResult
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
@@ -71,6 +73,11 @@ def backoff(
     """Seconds before the next try: doubling from ``initial`` up to ``ceiling``, half of it random."""
     delay = min(ceiling, initial * 2.0 ** max(0, attempts))
     return float(delay / 2 + delay / 2 * jitter())
+
+
+def _verdicts(item: QueuedMail) -> TrustResult | None:
+    """What the trust checks found at DATA, stored beside the mail."""
+    return TrustResult.from_json(json.loads(item.verdicts)) if item.verdicts else None
 
 
 def _age(seconds: float) -> str:
@@ -242,8 +249,10 @@ class DeliveryWorkers:
     async def _deliver(self, item: QueuedMail) -> None:
         """Read the mail, then its pending targets through the one delivery path."""
         content = self._content(item)
+        verdicts = _verdicts(item)
+        source = MailSource.of(content, self._database, item.id)
         try:
-            read = await self._deliverer.read(content, MailSource.of(content, self._database, item.id))
+            read = await self._deliverer.read(content, source, verdicts)
         except UnreadableError as error:
             log.warning("%s could not be read: %s", item.id, error)
             await self._unreadable(item, str(error))
@@ -289,7 +298,14 @@ class DeliveryWorkers:
         ]
         transient: DeliveryError | None = None
         outcomes = self._deliverer.deliver(
-            content, read, item.sender, pending, pacer=self._governor, save=save, related=related
+            content,
+            read,
+            item.sender,
+            pending,
+            pacer=self._governor,
+            save=save,
+            related=related,
+            verdicts=_verdicts(item),
         )
         async for outcome in outcomes:
             position = outcome.pending.position

@@ -15,28 +15,34 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import re
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, AnyStr
+from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from gateway.addresses import AddressError, Path, parse_address, parse_path
 from gateway.contact.routing import POSTMASTER, Router
-from gateway.errors import GatewayError, RefusedError
+from gateway.errors import GatewayError, RefusedError, UnreadableError
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.data import DataResult, read_data
 from gateway.frontdoor.triage import screen
-from gateway.mail import InMemoryContent, MailSink, MailWriter, ReceivedMail, Target
+from gateway.mail import InMemoryContent, MailContent, MailSink, MailWriter, ReceivedMail, Target
 from gateway.message.automatic import Automatic
+from gateway.message.mime import ParsedMail
 from gateway.observe.mail_log import log_mail, log_received
 from gateway.observe.metrics import Metrics
 from gateway.replies import Replies, Reply
 from gateway.settings import AutomaticPolicy, LimitSettings, SmtpSettings
+
+if TYPE_CHECKING:  # the checks' libraries load only when a check is configured (they cost start-up time)
+    from gateway.trust.judge import Trust
 
 __all__ = ["FrontDoor", "SmtpServer"]
 
@@ -74,6 +80,9 @@ class FrontDoor:
     automatic_policy: AutomaticPolicy = AutomaticPolicy.FORWARD
     proxy_protocol: bool = False
     metrics: Metrics = field(default_factory=Metrics)
+    trust: Trust | None = None  # sender authentication, spam and virus checks before the 250
+    # The mail parsed in a reader process (killable, within its budget), for the virus scan's files.
+    parse: Callable[[MailContent], Awaitable[ParsedMail]] | None = None
 
 
 class _Envelope(Envelope):
@@ -448,6 +457,10 @@ class GatewaySMTP(SMTP):
         if refusal is not None:
             log_received(mail, "refused", refusal.name)
             return refusal
+        judged = await self._judge(mail)
+        if isinstance(judged, Reply):
+            return judged
+        mail = judged
         if triage.automatic != Automatic.NO and door.automatic_policy == AutomaticPolicy.DROP:
             reply = await door.sink.park(mail)
             if reply.code < 400:
@@ -456,6 +469,36 @@ class GatewaySMTP(SMTP):
                 log_received(mail, "deferred", reply.name)
             return reply
         return await door.sink.accept(mail)
+
+    async def _judge(self, mail: ReceivedMail) -> ReceivedMail | Reply:
+        """The trust checks' verdict (:mod:`gateway.trust`): their refusal, or the mail carrying the verdicts
+        (kept beside its bytes, never written into them) for the contact."""
+        door = self._door
+        trust = door.trust
+        if trust is None or not trust.active:
+            return mail
+        assert self.session is not None
+        user = self.session.auth_data if self.session.authenticated else None
+        from gateway.trust.judge import SessionFacts
+
+        facts = SessionFacts(
+            client=mail.peer,
+            helo=mail.helo,
+            sender=mail.sender,
+            recipients=mail.recipients,
+            authenticated_as=user if isinstance(user, str | bytes) and user else None,
+        )
+        parsed = None
+        if trust.scans_files and door.parse is not None:
+            try:
+                parsed = await door.parse(mail.content)
+            except UnreadableError as error:  # the virus scan cannot see its files: the engine fails
+                log.warning("the mail could not be read for its virus scan: %s", error)
+        result = await trust.judge(mail.content, facts, [t.route for t in mail.targets], parsed=parsed)
+        if result.refusal is not None:
+            log_received(mail, "refused", result.refusal.name)
+            return result.refusal
+        return replace(mail, verdicts=json.dumps(result.to_json()))
 
     def _data_refusal(self, arg: str | None) -> Reply | None:
         if not self._greeted():

@@ -2,8 +2,9 @@
 
 Counters for the front door (sessions, mails received, accepted and refused by reason), for delivery
 (contacts, attachments and bytes uploaded, retries, dead letters, notifications), the queue depth by
-state, latency histograms of S3 and Connect calls and of the whole delivery, and an alert-worthy gauge
-``mail_gateway_configuration_fault`` (1 while AWS answers 403 or a missing instance, bucket or flow).
+state, the verdicts of the sender checks and engines, latency histograms of S3 and Connect calls and of
+the whole delivery, and an alert-worthy gauge ``mail_gateway_configuration_fault`` (1 while AWS answers
+403 or a missing instance, bucket or flow).
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class Metrics:
             "mail_gateway_notifications",
             "Delivery status notifications to senders, by outcome (sent, failed, unsent)",
             ["outcome"],
+            registry=registry,
+        )
+        self.verdicts = Counter(
+            "mail_gateway_verdicts",
+            "Sender authentication, spam and virus verdicts by check (spf, dkim, dmarc, arc, spam, virus) "
+            "and result, and what they decided (check=decision: the refusal's name, or tagged)",
+            ["check", "result"],
             registry=registry,
         )
         self.queue = Gauge(

@@ -5,6 +5,12 @@ destination, with no per-client limits (a test suite sends as fast as it can), s
 sends shows up as the contact Connect would create. With ``--config FILE`` it is that file's gateway (its
 routes, limits, attachment and message rules, queue, TLS, AUTH and access) with only what the sandbox
 must provide replaced: the listen addresses, the AWS endpoints and the bucket; it says so at start.
+
+With ``verdicts`` the gateway's own checks run as on an MX: SPF, DKIM, DMARC and ARC through the
+configured (or the system's) resolver, spam through rspamd and viruses through clamd (the file's
+``[filters]``, else each engine at its Debian address). Mail from this machine is judged as the internet's
+would be (no relay network), and an engine that does not answer at start is left out, said once: no
+verdict from it, rather than ``PROCESSING_FAILED`` on every mail.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from gateway.settings import (
     AccessSettings,
     AttachmentSettings,
     AwsSettings,
+    FilterSettings,
     HttpSettings,
     QueueMode,
     QueueSettings,
@@ -49,6 +56,10 @@ SANDBOX_BUCKET = "sandbox-attachments"
 SANDBOX_CREDENTIALS = StaticCredentials(SANDBOX_KEY, SANDBOX_KEY)
 # The sandbox's own listener options, named as its users give them (not the file's keys).
 SANDBOX_OPTIONS = {"smtp.listen": "--smtp-port", "http.listen": "--http-port"}
+# Where Debian's packages listen when installed on the developer's machine.
+LOCAL_RSPAMD = "http://127.0.0.1:11333"
+LOCAL_CLAMD = Path("/run/clamav/clamd.ctl")
+UNLIMITED_MAILS = 1_000_000_000  # per client and minute: the sandbox never throttles a test suite
 
 
 def sandbox_route() -> RouteSettings:
@@ -80,6 +91,49 @@ def configured_sandbox(settings: Settings, smtp_port: int, connect_url: str, s3_
     )
 
 
+def judging_settings(settings: Settings) -> Settings:
+    """``settings`` with every check on, and this machine's mail judged as the internet's.
+
+    The sandbox's usual exemption of every client from the per-client limits (``relay_networks``) would
+    also exempt it from the checks, so the limits are lifted instead."""
+    filters = settings.filters
+    if not filters.enabled:
+        filters = FilterSettings(rspamd_url=LOCAL_RSPAMD, clamd_address=LOCAL_CLAMD)
+    limits = settings.limits
+    return replace(
+        settings,
+        authentication=replace(settings.authentication, enabled=True),
+        filters=filters,
+        access=replace(settings.access, relay_networks=()),
+        limits=replace(
+            limits,
+            max_connections_per_client=limits.max_connections,
+            max_mails_per_client_per_minute=UNLIMITED_MAILS,
+        ),
+    )
+
+
+async def present_engines(settings: Settings, out: Callable[[str], None]) -> Settings:
+    """``settings`` without the engines that do not answer now, with one line for each check."""
+    from gateway.trust.probe import probe  # the checks' libraries load only when asked for
+
+    filters = settings.filters
+    for found in await probe(settings):
+        engine = found.item.split(" ")[0]
+        if found.ok:
+            out(f"Verdicts   {found.item}: {found.detail}")
+        elif engine == "dns":
+            out(f"Verdicts   {found.item}: {found.detail}; SPF and DMARC will say temperror")
+        else:
+            gives = "spam" if engine == "rspamd" else "virus"
+            out(f"Verdicts   {found.item}: not there ({found.detail}); no {gives} verdict")
+            if engine == "rspamd":
+                filters = replace(filters, rspamd_url=None)
+            else:
+                filters = replace(filters, clamd_address=None)
+    return replace(settings, filters=filters)
+
+
 def contact_line(contact: Contact) -> str:
     request = contact.request
     raw = request["EmailMessage"]["RawMessage"]
@@ -96,10 +150,11 @@ async def run_sandbox(
     out: Callable[[str], None] = print,
     mode: QueueMode | None = None,
     config: tuple[Path, Settings] | None = None,
+    verdicts: bool = False,
 ) -> None:
     """``sync`` (the default without a configuration): the SMTP reply names the ContactId. ``spool``: as
     in production, in a temporary spool that is removed at the end. ``config``: a file and its settings,
-    whose own queue (mode and path) is used unless ``mode`` is given."""
+    whose own queue (mode and path) is used unless ``mode`` is given. ``verdicts``: the checks on."""
     region = config[1].aws.region if config else "us-east-1"
     s3 = EmbeddedS3(region=region).start()
     spool = tempfile.TemporaryDirectory(prefix="mail-gateway-sandbox-")
@@ -134,6 +189,8 @@ async def run_sandbox(
                     queue = replace(settings.queue, mode=QueueMode.SPOOL, path=Path(spool.name))
                     settings = replace(settings, queue=queue)
                     out("Queue      the file's shared queue (sqs) runs as a spool here: one gateway, no SQS")
+            if verdicts:
+                settings = await present_engines(judging_settings(settings), out)
             async with _SandboxGateway(settings, SANDBOX_CREDENTIALS, serve_http=False) as gateway:
                 later.gateway = gateway
                 if config is not None:

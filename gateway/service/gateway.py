@@ -144,6 +144,12 @@ class Gateway:
             memory_limit=queue_settings.reader_memory,
         )
         self._stack.callback(reader.close)
+        trust = None
+        if settings.authentication.enabled or settings.filters.enabled:
+            from gateway.trust.judge import Trust  # its libraries load only when a check is configured
+
+            trust = Trust.from_settings(settings, metrics)
+            self._stack.push_async_callback(trust.close)
         deliverer = Deliverer(store, contacts, settings.attachments, settings.content_policy, metrics, reader)
         sink: MailSink
         if queue_settings.mode == QueueMode.SPOOL:
@@ -191,6 +197,8 @@ class Gateway:
             automatic_policy=settings.automatic.policy,
             proxy_protocol=settings.access.proxy_protocol,
             metrics=metrics,
+            trust=trust,
+            parse=reader.parse,
         )
         self.smtp = SmtpServer(door, settings.tls.implicit_listen)
         self._stack.push_async_callback(self.smtp.stop)  # also closes a first listener when the second fails

@@ -2,10 +2,11 @@
 
 One line per check, naming the item: the TLS certificate and key and the AUTH credentials load as the
 server loads them; warnings for limits that could go wrong (relays behind a proxy, memory short for the
-default connections); credentials resolve (endpoints on this machine, the emulator, need none); each
-Connect instance exists; each route's destination is an email address of its instance; each named contact
-flow exists; the bucket takes a put, a presigned GET and a delete; in sqs mode, the shared queue
-(:mod:`.queue_checks`). The exit status is 0 only when nothing failed (warnings do not fail).
+default connections); the configured DNS resolvers, rspamd and clamd answer (:mod:`gateway.trust.probe`);
+credentials resolve (endpoints on this machine, the emulator, need none); each Connect instance exists;
+each route's destination is an email address of its instance; each named contact flow exists; the bucket
+takes a put, a presigned GET and a delete; in sqs mode, the shared queue (:mod:`.queue_checks`). The exit
+status is 0 only when nothing failed (warnings do not fail).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.errors import ConfigError, DeliveryError, StartupError
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.tls import server_context
 from gateway.settings import QueueMode, Settings
+from gateway.trust.probe import probe
 
 __all__ = ["Check", "Status", "local_checks", "run_checks"]
 
@@ -70,6 +72,7 @@ async def run_checks(
     """``memory``: the machine's, in bytes (read from it unless given)."""
     checks = [Check(Status.PASS, "config", f"{len(settings.routes)} route(s)")]
     checks += local_checks(settings, physical_memory() if memory is None else memory)
+    checks += [Check(Status.PASS if p.ok else Status.FAIL, p.item, p.detail) for p in await probe(settings)]
     shared = settings.queue.mode == QueueMode.SQS
     credentials, found = await usable_credentials(settings.aws, credentials, shared_queue=shared)
     if not found:

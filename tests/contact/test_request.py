@@ -182,3 +182,13 @@ def test_the_original_is_linked_and_what_was_left_out_is_named_within_4096_bytes
     assert summary["Value"].startswith("program-0.exe (file type .exe is not accepted); program-1.exe")
     assert summary["Value"].endswith("...")
     assert contract.violations(request) == []
+
+
+def test_what_was_left_out_is_named_even_without_an_original() -> None:
+    attachments = (Attachment("setup.exe", "application/octet-stream", b"MZ"),)
+    fitted = fit_mail(ParsedMail(text_body="x", attachments=attachments), ContentPolicy())
+    request = build_request(fitted, Target(RouteSettings(match="*", instance_id="i"), "a@b.co"), RAW)
+    assert request["References"] == {
+        OMITTED_REFERENCE: {"Type": "STRING", "Value": "setup.exe (file type .exe is not accepted)"}
+    }
+    assert contract.violations(request) == []

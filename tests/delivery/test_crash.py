@@ -13,30 +13,27 @@ import os
 import random
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
+
 from gateway.delivery.spool import MailState, Spool
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 
-from ..helpers import ROOT, make_mail, wait_until
+from ..helpers import ROOT, free_port, http_get, make_mail, wait_until
 
 MAILS = 300
 CLIENTS = 6
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def write_config(path: Path, port: int, emulator: EmulatorServer, s3: EmbeddedS3, bucket: str) -> Path:
+def write_config(
+    path: Path, port: int, http_port: int, emulator: EmulatorServer, s3: EmbeddedS3, bucket: str
+) -> Path:
     config = path / "gateway.toml"
     config.write_text(
         f"""
@@ -58,7 +55,7 @@ retry_max = "500ms"
 min_free_disk = 0
 shutdown_grace = "2s"
 [http]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{http_port}"
 [limits]
 max_mails_per_client_per_minute = 100000
 [[routes]]
@@ -96,15 +93,20 @@ def send_until_accepted(port: int, number: int, raw: bytes) -> int:
             time.sleep(0.05)
 
 
-async def listening(port: int) -> None:
-    for _ in range(600):
+async def ready(http_port: int) -> None:
+    """Until /readyz says the gateway has started (listener, spool, workers): its working life begins."""
+
+    async def answers() -> bool:
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
+            status, _ = await http_get(http_port, "/readyz")
+        except aiohttp.ClientError:
+            return False
+        return status == 200
+
+    for _ in range(1200):
+        if await answers():
+            return
+        await asyncio.sleep(0.05)
     raise AssertionError("the gateway did not come back")
 
 
@@ -136,9 +138,11 @@ class GatewayProcess:
 async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     emulator: EmulatorServer, s3_server: EmbeddedS3, bucket: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port, emulator, s3_server, bucket)
-    environment = {**os.environ, "AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash"}
+    port, http_port = free_port(), free_port()
+    config = write_config(tmp_path, port, http_port, emulator, s3_server, bucket)
+    # A SIGKILLed process never writes its coverage data, so measuring these children would only slow them.
+    environment = {key: value for key, value in os.environ.items() if key != "COVERAGE_PROCESS_CONFIG"}
+    environment |= {"AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash"}
     gateway = GatewayProcess(config, environment)
     gateway.start()
     mails = {number: message(number) for number in range(MAILS)}
@@ -158,7 +162,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         kills = 0
         rng = random.Random(20261127)
         while len(accepted) < MAILS:
-            await listening(port)  # a random moment of its working life, not of its start-up
+            await ready(http_port)  # a random moment of its working life, not of its start-up
             await asyncio.sleep(rng.uniform(0.05, 0.5))
             if len(accepted) == MAILS:
                 break

@@ -18,7 +18,7 @@ from gateway.frontdoor.smtp import SmtpServer
 from gateway.mail import InMemoryContent, ReceivedMail, Target
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.service.gateway import Gateway
-from gateway.settings import AutomaticPolicy, AutomaticSettings
+from gateway.settings import AuthenticationSettings, AutomaticPolicy, AutomaticSettings
 
 from ..helpers import CREDENTIALS, RecordingSink, SmtpClient, contacts, http_get, mail, put_faults, wait_until
 from ..shared import (
@@ -65,6 +65,31 @@ async def test_transient_failures_are_retried_and_the_stored_request_resent_unch
     bodies = {json.dumps(c["Request"], sort_keys=True) for c in emulator.connect.calls}
     assert len(bodies) == 1  # every attempt sent the very same request, read back from S3
     assert len(contacts(emulator)) == 1
+
+
+async def test_the_trust_verdicts_travel_with_the_mail_and_reach_every_attempt(
+    emulator: EmulatorServer, aws_url: str, stack: dict[str, str]
+) -> None:
+    """What the checks found at DATA is kept in the item (and the message), not recomputed: each attempt,
+    by whichever gateway, builds the request with them, as in spool mode."""
+    await put_faults(emulator, error_rate=1.0)
+    settings = replace(
+        shared_settings(emulator, aws_url, stack),
+        authentication=AuthenticationSettings(enabled=True, authserv_id="mx.gateway.test"),
+    )  # the test client is an own relay (loopback): judged as internal, without DNS
+    async with Gateway(settings, CREDENTIALS) as gateway:
+        code, text = await SmtpClient(gateway.smtp_port).send(mail())
+        assert code == 250, text
+        queue_id = text.rsplit(" ", 1)[1]
+        item = mail_items(aws_url, stack["TableName"])[queue_id]
+        assert json.loads(item["verdicts"])  # stored with the mail
+        await wait_until(lambda: len(emulator.connect.calls) >= 2, seconds=30)
+    await put_faults(emulator, error_rate=0.0)
+    async with Gateway(shared_settings(emulator, aws_url, stack), CREDENTIALS):  # no checks of its own
+        await wait_until(lambda: len(contacts(emulator)) == 1, seconds=30)
+    [contact] = contacts(emulator)
+    assert contact.request["Attributes"]["gateway_spf"] == "none"
+    assert envelope_of(item).verdicts == item["verdicts"]
 
 
 def dead_letters(url: str, outputs: dict[str, str]) -> list[str]:

@@ -20,59 +20,14 @@ import smtplib
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..helpers import Sandbox, make_mail, unavailable
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def _unavailable() -> str | None:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        return "Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[dev]')"
-    return None
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    reason = _unavailable()
-    if reason is not None:
-        unavailable(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--window-size=1440,900", "--disable-background-networking", "--no-first-run",
-        "--disable-extensions", "--disable-sync", "--metrics-recording-only",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    setattr(driver, "downloads", downloads)  # noqa: B010 - where the test finds what the browser saved
-    try:
-        yield driver
-    finally:
-        driver.quit()
+from ..helpers import Sandbox, make_mail
 
 
 class Beacon:

@@ -72,6 +72,7 @@ class Envelope:
     key: str
     sha256: str
     targets: tuple[tuple[Target, tuple[str, ...]], ...]  # each contact to make, with its recipients
+    verdicts: str | None = None  # the trust checks' result at DATA (JSON), as the spool keeps it
 
     @classmethod
     def of(
@@ -98,6 +99,7 @@ class Envelope:
             key,
             sha256,
             tuple((target, tuple(recipients)) for target, recipients in groups.values()),
+            mail.verdicts,
         )
 
     def body(self) -> str:
@@ -133,6 +135,7 @@ class Envelope:
                 "sha256": self.sha256,
                 "routes": routes,
                 "targets": targets,
+                "verdicts": self.verdicts,
             },
             separators=(",", ":"),
         )
@@ -162,6 +165,7 @@ class Envelope:
                     )
                     for t in document["targets"]
                 ),
+                verdicts=document.get("verdicts"),
             )
         except (KeyError, TypeError, IndexError, json.JSONDecodeError) as error:
             raise ValueError(f"not a mail of this gateway's shared queue: {error!r}") from None
@@ -192,6 +196,7 @@ def new_item(envelope: Envelope, state: MailState, now: float) -> dict[str, Any]
         "size": envelope.size,
         "key": envelope.key,
         "sha256": envelope.sha256,
+        "verdicts": envelope.verdicts,
         "attempts": 0,
         "failures": 0,
         "next_attempt_at": now,
@@ -236,6 +241,7 @@ def moved_item(
         "size": mail.size,
         "key": key,
         "sha256": sha256,
+        "verdicts": mail.verdicts,
         "attempts": mail.attempts,
         "failures": mail.failures,
         "next_attempt_at": mail.next_attempt_at,
@@ -284,6 +290,7 @@ def envelope_of(item: Mapping[str, Any]) -> Envelope:
             )
             for t in item["targets"]
         ),
+        verdicts=item.get("verdicts"),
     )
 
 
@@ -312,6 +319,7 @@ def queued_mail(
         content=content,
         lease_until=item.get("lease_until"),
         failures=int(item.get("failures", 0)),
+        verdicts=item.get("verdicts"),
     )
 
 

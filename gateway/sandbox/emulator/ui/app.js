@@ -341,6 +341,7 @@
       attachments(contact, asked),
       omissions(contact),
       original(contact),
+      checks(asked),
       el("h3", { text: `Body (${message.ContentType ?? "?"})` }),
       body(contact, message),
       el("h3", { text: "Headers" }),
@@ -408,7 +409,51 @@
       { className: "left-out" },
       el("p", { className: "left-out-title", text: `Left out of this contact (${items.length})` }),
       list,
-      el("p", { className: "note", text: "The agent does not get these; the original message below still has them." }),
+      el("p", {
+        className: "note",
+        text: originalOf(contact)
+          ? "The agent does not get these; the original message below still has them."
+          : "The agent does not get these, and the gateway kept no original that has them.",
+      }),
+    );
+  }
+
+  // The gateway's own checks (sender authentication, spam, virus), as the contact's attributes carry them.
+  const CHECKS = [
+    ["SPF", "gateway_spf", []],
+    ["DKIM", "gateway_dkim", []],
+    ["DMARC", "gateway_dmarc", [["policy", "gateway_dmarc_policy"]]],
+    ["ARC", "gateway_arc", []],
+    ["Spam", "gateway_spam", [["action", "gateway_spam_action"], ["score", "gateway_spam_score"]]],
+    ["Virus", "gateway_virus", [["found", "gateway_virus_found"]]],
+  ];
+
+  function checks(asked) {
+    const attributes = asked.Attributes ?? {};
+    const list = el("ul", { className: "checks" });
+    for (const [label, key, details] of CHECKS) {
+      const value = attributes[key];
+      if (typeof value !== "string") continue;
+      const said = details.filter(([, detail]) => attributes[detail]).map(([name, detail]) => `${name} ${attributes[detail]}`);
+      const outcome = /^pass$/i.test(value) ? "good" : /^(fail|softfail|permerror)$/i.test(value) ? "bad" : "other";
+      list.append(
+        el(
+          "li",
+          { className: `check ${outcome}` },
+          el("b", { text: `${label}: ` }),
+          el("span", { className: "verdict", text: value }),
+          said.length ? el("span", { className: "note", text: ` (${said.join(", ")})` }) : null,
+        ),
+      );
+    }
+    if (!list.childElementCount) return null;
+    const quarantine = attributes.gateway_quarantine;
+    return el(
+      "div",
+      { className: "checks-box" },
+      el("h3", { text: "The gateway's checks" }),
+      list,
+      quarantine ? el("p", { className: "left-out-title", text: `Delivered tagged: ${quarantine}` }) : null,
     );
   }
 
