@@ -12,11 +12,13 @@ import asyncio
 import functools
 import importlib.util
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +43,7 @@ from gateway.settings import (
     SmtpSettings,
 )
 
-from .helpers import ROOT, unavailable
+from .helpers import ROOT, free_port, numbered_mail, send_until_accepted, unavailable
 
 TEMPLATE = ROOT / "deploy" / "aws" / "cloudformation.yaml"
 REGION = "us-east-1"
@@ -251,3 +253,83 @@ async def queue_command(
         load_config(config), action, mail_id, all_dead, lines.append, as_json
     )
     return status, "".join(f"{line}\n" for line in lines)
+
+
+# -- several gateway processes on one stack (the crash test and benchmarks/shared_queue_rate.py) ------------
+
+GATEWAYS = 3
+CLIENTS = 6
+
+
+class GatewayProcess:
+    def __init__(self, config: Path, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = config.with_suffix(".log")
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+                stdout=log, stderr=log, cwd=ROOT,
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@contextmanager
+def gateways(
+    tmp_path: Path, emulator: EmulatorServer, url: str, stack: dict[str, str], **queue: Any
+) -> Iterator[list[GatewayProcess]]:
+    started = []
+    try:
+        for number in range(GATEWAYS):
+            port = free_port()
+            text = config_text(port=port, emulator=emulator, url=url, outputs=stack, **queue)
+            config = tmp_path / f"gateway-{number}.toml"
+            config.write_text(text)
+            process = GatewayProcess(config, port)
+            process.start()
+            started.append(process)
+        yield started
+    finally:
+        codes = [process.stop() for process in started]
+        assert codes == [0] * len(started), [p.log.read_text()[-3000:] for p in started]
+
+
+async def send_all(ports: Sequence[int], mails: dict[int, bytes], accepted: set[int]) -> None:
+    pending = list(mails)
+
+    async def sender() -> None:
+        while pending:
+            number = pending.pop()
+            await asyncio.to_thread(send_until_accepted, ports, number, mails[number])
+            accepted.add(number)
+
+    await asyncio.gather(*(sender() for _ in range(CLIENTS)))
+
+
+def delivered(emulator: EmulatorServer) -> Counter[str]:
+    return Counter(
+        c.request["EmailMessage"]["RawMessage"]["Headers"]["MESSAGE_ID"]
+        for c in emulator.connect.contacts.values()
+    )
+
+
+def message(number: int) -> bytes:
+    return numbered_mail(number, "shared")

@@ -10,124 +10,15 @@ delivering (its claim is in the table, and the emulator answers slowly), and res
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import smtplib
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from gateway.sandbox.emulator import EmulatorServer
 
-from ..helpers import ROOT, free_port, make_mail, put_faults, wait_until
-from ..shared import config_text, mail_items, queue_depth
+from ..helpers import put_faults, wait_until
+from ..shared import GATEWAYS, delivered, gateways, mail_items, message, queue_depth, send_all
 
 MAILS = 60
-CLIENTS = 6
-GATEWAYS = 3
-
-
-class GatewayProcess:
-    def __init__(self, config: Path, port: int) -> None:
-        self.config = config
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = config.with_suffix(".log")
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
-                stdout=log, stderr=log, cwd=ROOT,
-            )  # fmt: skip
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-
-@contextmanager
-def gateways(
-    tmp_path: Path, emulator: EmulatorServer, url: str, stack: dict[str, str], **queue: Any
-) -> Iterator[list[GatewayProcess]]:
-    started = []
-    try:
-        for number in range(GATEWAYS):
-            port = free_port()
-            text = config_text(port=port, emulator=emulator, url=url, outputs=stack, **queue)
-            config = tmp_path / f"gateway-{number}.toml"
-            config.write_text(text)
-            process = GatewayProcess(config, port)
-            process.start()
-            started.append(process)
-        yield started
-    finally:
-        codes = [process.stop() for process in started]
-        assert codes == [0] * len(started), [p.log.read_text()[-3000:] for p in started]
-
-
-def message(number: int) -> bytes:
-    return make_mail(
-        sender=f"customer{number}@client.test",
-        subject=f"Mail number {number}",
-        message_id=f"<shared-{number}@client.test>",
-        text=f"body {number}",
-        attachments=[(f"{number}.pdf", "application/pdf", os.urandom(256))],
-    ).as_bytes()
-
-
-def send_until_accepted(ports: Sequence[int], number: int, raw: bytes) -> int:
-    """An MTA with three MX hosts: the next one after any failure, until a 250; how many tries."""
-    tries = 0
-    while True:
-        port = ports[(number + tries) % len(ports)]
-        tries += 1
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
-                client.sendmail(f"customer{number}@client.test", ["support@example.com"], raw)
-            return tries
-        except smtplib.SMTPResponseException as error:
-            if error.smtp_code >= 500:  # an MTA gives up on a 5xx: the gateway must never answer one here
-                raise
-            time.sleep(0.05)
-        except (OSError, smtplib.SMTPException):
-            time.sleep(0.05)
-
-
-async def send_all(ports: Sequence[int], mails: dict[int, bytes], accepted: set[int]) -> None:
-    pending = list(mails)
-
-    async def client() -> None:
-        while pending:
-            number = pending.pop()
-            await asyncio.to_thread(send_until_accepted, ports, number, mails[number])
-            accepted.add(number)
-
-    await asyncio.gather(*(client() for _ in range(CLIENTS)))
-
-
-def delivered(emulator: EmulatorServer) -> Counter[str]:
-    return Counter(
-        c.request["EmailMessage"]["RawMessage"]["Headers"]["MESSAGE_ID"]
-        for c in emulator.connect.contacts.values()
-    )
 
 
 def holding(url: str, table: str, pid: int) -> bool:
