@@ -25,7 +25,26 @@ sys.path.insert(0, str(ROOT))  # the tests' harness: the same gateways, stack an
 
 from gateway.sandbox.emulator import EmulatedConnect, EmulatorServer  # noqa: E402
 from tests.helpers import put_faults, wait_until  # noqa: E402
-from tests.shared import deploy_stack, embedded_aws, gateways, message, send_all  # noqa: E402
+from tests.shared import client, deploy_stack, embedded_aws, gateways, message, send_all  # noqa: E402
+
+PROBES = 40
+
+
+def stand_in_milliseconds(url: str, stack: dict[str, str]) -> float:
+    """What one request to the embedded AWS costs (a DynamoDB write, an S3 put, an SQS send, receive and
+    delete, in turn), in milliseconds: moto answers one at a time, so this bounds the requests per second
+    of all the gateways together."""
+    dynamodb, s3, sqs = client(url, "dynamodb"), client(url, "s3"), client(url, "sqs")
+    began = time.perf_counter()
+    for number in range(PROBES):
+        dynamodb.put_item(TableName=stack["TableName"], Item={"pk": {"S": f"probe#{number}"}})
+        s3.put_object(Bucket=stack["BucketName"], Key=f"probe/{number}", Body=b"x" * 4096)
+        sqs.send_message(QueueUrl=stack["QueueUrl"], MessageBody='{"probe": 1}')
+        for received in sqs.receive_message(QueueUrl=stack["QueueUrl"], WaitTimeSeconds=0).get(
+            "Messages", []
+        ):
+            sqs.delete_message(QueueUrl=stack["QueueUrl"], ReceiptHandle=received["ReceiptHandle"])
+    return (time.perf_counter() - began) * 1000 / (PROBES * 5)
 
 
 async def measure(rate: float, count: int) -> dict[str, float]:
@@ -35,6 +54,7 @@ async def measure(rate: float, count: int) -> dict[str, float]:
         await put_faults(emulator, throttle_rps=rate)
         with embedded_aws() as url, tempfile.TemporaryDirectory(prefix="shared-bench-") as directory:
             stack = deploy_stack(url)
+            milliseconds = stand_in_milliseconds(url, stack)
             mails = {number: message(number) for number in range(count)}
             accepted: set[int] = set()
             queue = {"workers": 4, "rate_per_second": rate, "burst": 2}
@@ -56,6 +76,7 @@ async def measure(rate: float, count: int) -> dict[str, float]:
             "overall_contacts_per_second": (count - 1) / (moments[-1] - moments[0]),
             "throttled_calls": sum(1 for call in emulator.connect.calls if call["Status"] == 429),
             "calls": len(emulator.connect.calls),
+            "stand_in_milliseconds_per_request": milliseconds,
         }
     finally:
         await emulator.stop()
@@ -76,6 +97,8 @@ def main() -> int:
         f"{results['drain_fraction_of_limit']:.0%} of R ({results['backlog_when_all_accepted']:.0f} mails)"
     )
     print(f"  throttled calls        {results['throttled_calls']:6.0f} of {results['calls']:.0f}")
+    stand_in = results["stand_in_milliseconds_per_request"]
+    print(f"  the embedded AWS       {stand_in:6.1f} ms a request, one at a time")
     print(json.dumps(results))
     return 0
 

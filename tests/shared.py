@@ -262,6 +262,8 @@ CLIENTS = 6
 
 
 class GatewayProcess:
+    """``mail-gateway serve`` as a process of its own: it can be SIGKILLed and started again."""
+
     def __init__(self, config: Path, port: int) -> None:
         self.config = config
         self.port = port
@@ -296,6 +298,7 @@ class GatewayProcess:
 def gateways(
     tmp_path: Path, emulator: EmulatorServer, url: str, stack: dict[str, str], **queue: Any
 ) -> Iterator[list[GatewayProcess]]:
+    """:data:`GATEWAYS` processes in sqs mode on ``stack``; each must stop cleanly (SIGTERM: status 0)."""
     started = []
     try:
         for number in range(GATEWAYS):
@@ -313,6 +316,7 @@ def gateways(
 
 
 async def send_all(ports: Sequence[int], mails: dict[int, bytes], accepted: set[int]) -> None:
+    """:data:`CLIENTS` MTAs at once, each mail to the gateways on ``ports`` until one accepts it."""
     pending = list(mails)
 
     async def sender() -> None:
@@ -325,6 +329,7 @@ async def send_all(ports: Sequence[int], mails: dict[int, bytes], accepted: set[
 
 
 def delivered(emulator: EmulatorServer) -> Counter[str]:
+    """How many contacts each Message-ID became."""
     return Counter(
         c.request["EmailMessage"]["RawMessage"]["Headers"]["MESSAGE_ID"]
         for c in emulator.connect.contacts.values()
