@@ -39,6 +39,10 @@ from gateway.settings import (
 __all__ = ["main"]
 
 PARSE_FALLBACK_RECIPIENT = "recipient@example.com"
+ALLOWED_HOST_HELP = (
+    "a name the staging page may be reached by (behind a proxy, say), besides IP addresses, localhost and "
+    "the listening host; other names are refused, against DNS rebinding (repeatable)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,9 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run the sender checks (SPF, DKIM, DMARC, ARC) and the spam and virus engines that answer "
         "(the file's [filters], else rspamd and clamd at their Debian addresses) on this machine's mail",
     )
+    sandbox.add_argument("--allowed-host", action="append", default=[], help=ALLOWED_HOST_HELP)
 
     emulate = commands.add_parser("emulate", help="the Connect email emulator (and an S3) alone")
     emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--allowed-host", action="append", default=[], help=ALLOWED_HOST_HELP)
     emulate.add_argument("--port", type=int, default=8025)
     emulate.add_argument("--s3-port", type=int, help="also run an embedded S3 on this port")
     emulate.add_argument("--bucket", default="sandbox-attachments", help="bucket created in the embedded S3")
@@ -166,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
                     mode=args.mode,
                     config=config,
                     verdicts=args.verdicts,
+                    allowed_hosts=args.allowed_host,
                 )
             )
             return 0
@@ -256,7 +263,7 @@ async def _emulate(args: argparse.Namespace) -> None:
             "." + t.strip().lower().lstrip(".") for t in args.file_types.split(",") if t.strip()
         )
     connect = EmulatedConnect(args.instance, args.address, file_types=file_types, flows=args.flow)
-    server = EmulatorServer(connect, FaultInjector(faults), s3)
+    server = EmulatorServer(connect, FaultInjector(faults), s3, allowed_hosts=args.allowed_host)
     await server.start(args.host, args.port)
     _say(f"Connect    http://{args.host}:{server.port}   (contacts at /_emulator/contacts)")
     try:

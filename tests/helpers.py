@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -418,11 +419,17 @@ def numbered_mail(number: int, tag: str, attachment_bytes: int = 256) -> bytes:
     ).as_bytes()
 
 
-def send_until_accepted(ports: Sequence[int], number: int, raw: bytes, timeout: float = 15) -> int:
-    """An MTA's behaviour: the same bytes again until a 250, to the next of its MX hosts (``ports``) after
-    any failure; how many tries it took."""
+def send_until_accepted(
+    ports: Sequence[int],
+    number: int,
+    raw: bytes,
+    timeout: float = 15,
+    stop: threading.Event | None = None,
+) -> int:
+    """An MTA's behaviour: the same bytes again until a 250 (or until ``stop``: the test ends), to the next
+    of its MX hosts (``ports``) after any failure; how many tries it took."""
     tries = 0
-    while True:
+    while stop is None or not stop.is_set():
         port = ports[(number + tries) % len(ports)]
         tries += 1
         try:
@@ -435,3 +442,4 @@ def send_until_accepted(ports: Sequence[int], number: int, raw: bytes, timeout: 
             time.sleep(0.05)
         except (OSError, smtplib.SMTPException):
             time.sleep(0.05)
+    raise AssertionError(f"mail {number} was never accepted")

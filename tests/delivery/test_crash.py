@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -71,18 +72,16 @@ def message(number: int) -> bytes:
 async def ready(http_port: int) -> None:
     """Until /readyz says the gateway has started (listener, spool, workers): its working life begins."""
 
-    async def answers() -> bool:
-        try:
-            status, _ = await http_get(http_port, "/readyz")
-        except aiohttp.ClientError:
-            return False
-        return status == 200
-
+    last = "no answer"
     for _ in range(1200):
-        if await answers():
+        try:
+            status, last = await http_get(http_port, "/readyz")
+        except aiohttp.ClientError as error:
+            status, last = 0, str(error)
+        if status == 200:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("the gateway did not come back")
+    raise AssertionError(f"the gateway did not come back: {last}")
 
 
 class GatewayProcess:
@@ -124,12 +123,13 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     accepted: set[int] = set()
     resent = 0
     pending = list(mails)
+    stop = threading.Event()  # a failure ends the clients' threads too, so that the run does not hang
 
     async def client() -> None:
         nonlocal resent
         while pending:
             number = pending.pop()
-            tries = await asyncio.to_thread(send_until_accepted, [port], number, mails[number], 10)
+            tries = await asyncio.to_thread(send_until_accepted, [port], number, mails[number], 10, stop)
             resent += tries > 1
             accepted.add(number)
 
@@ -146,7 +146,13 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             gateway.start()
         return kills
 
-    kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    try:
+        kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    except BaseException:
+        gateway.kill()
+        raise
+    finally:
+        stop.set()
     assert kills is not None
     assert kills >= 3, "the gateway was not killed often enough for the test to mean anything"
     assert accepted == set(mails)
