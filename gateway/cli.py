@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--mode",
         type=QueueMode,
-        choices=tuple(QueueMode),
+        choices=(QueueMode.SYNC, QueueMode.SPOOL),
         help="sync: the SMTP reply names the contact (default without --config); spool: queued as in "
         "production (default with --config: the file's [queue] mode)",
     )
@@ -112,13 +112,20 @@ def _parser() -> argparse.ArgumentParser:
     ):
         emulate.add_argument(name, type=kind, default=0, help=help_text)
 
-    queue = commands.add_parser("queue", help="look at and act on the spool (safe beside a running gateway)")
+    queue = commands.add_parser(
+        "queue", help="look at and act on the spool or the shared queue (safe beside running gateways)"
+    )
     queue.add_argument("--config", required=True, type=Path, help="the gateway's configuration file")
     queue.add_argument("--json", action="store_true", help="machine-readable output for list and show")
-    queue.add_argument("action", choices=("list", "show", "retry", "delete"))
+    queue.add_argument("action", choices=("list", "show", "retry", "delete", "move"))
     queue.add_argument("id", nargs="?", help="queue id (show, retry, delete)")
     queue.add_argument(
         "--all-dead", action="store_true", help="with retry: every mail in the dead-letter area"
+    )
+    queue.add_argument(
+        "--to",
+        choices=("sqs",),
+        help="with move: the stopped spool at [queue] path into the shared queue the file names (mode sqs)",
     )
 
     check = commands.add_parser("check", help="check the configuration and the AWS side it names")
@@ -315,6 +322,8 @@ def _queue(args: argparse.Namespace) -> int:
     from gateway.delivery.spool import Spool
 
     settings = load_config(args.config)
+    if settings.queue.mode == QueueMode.SQS or args.action == "move":
+        return _shared_queue(settings, args)
     try:
         spool = Spool(settings.queue.path, create=False)
     except FileNotFoundError:
@@ -324,6 +333,26 @@ def _queue(args: argparse.Namespace) -> int:
         return run_queue_command(spool, args.action, args.id, args.all_dead, _say, args.json)
     finally:
         spool.close()
+
+
+def _shared_queue(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.delivery.shared.admin import run_shared_queue_command
+    from gateway.errors import DeliveryError
+
+    if args.action == "move" and (args.to != "sqs" or settings.queue.mode != QueueMode.SQS):
+        print(
+            'mail-gateway: queue move --to sqs: the file must name the shared queue (queue.mode = "sqs", '
+            "queue_url, table) and the spool to empty into it (queue.path)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return asyncio.run(
+            run_shared_queue_command(settings, args.action, args.id, args.all_dead, _say, args.json)
+        )
+    except DeliveryError as error:
+        print(f"mail-gateway: the shared queue: {error}", file=sys.stderr)
+        return 1
 
 
 class _NothingSent:

@@ -188,6 +188,10 @@ async def run_sandbox(
                 settings = configured_sandbox(config[1], smtp_port, emulator.url, s3.url)
                 if mode is not None:
                     settings = replace(settings, queue=replace(settings.queue, mode=mode))
+                if settings.queue.mode == QueueMode.SQS:  # one gateway: its spool stands in for the queue
+                    queue = replace(settings.queue, mode=QueueMode.SPOOL, path=Path(spool.name))
+                    settings = replace(settings, queue=queue)
+                    out("Queue      the file's shared queue (sqs) runs as a spool here: one gateway, no SQS")
             if verdicts:
                 settings = await present_engines(judging_settings(settings), out)
             async with _SandboxGateway(settings, SANDBOX_CREDENTIALS, serve_http=False) as gateway:

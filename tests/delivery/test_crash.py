@@ -12,11 +12,9 @@ import asyncio
 import os
 import random
 import signal
-import smtplib
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from gateway.delivery.spool import MailState, Spool
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 
-from ..helpers import ROOT, free_port, http_get, make_mail, wait_until
+from ..helpers import ROOT, free_port, http_get, numbered_mail, send_until_accepted, wait_until
 
 MAILS = 300
 CLIENTS = 6
@@ -68,32 +66,7 @@ instance_id = "crash-instance"
 
 
 def message(number: int) -> bytes:
-    return make_mail(
-        sender=f"customer{number}@client.test",
-        subject=f"Mail number {number}",
-        message_id=f"<crash-{number}@client.test>",
-        text=f"body {number}",
-        attachments=[(f"{number}.pdf", "application/pdf", os.urandom(512))],
-    ).as_bytes()
-
-
-def send_until_accepted(port: int, number: int, raw: bytes, stop: threading.Event) -> int:
-    """An MTA's behaviour: the same bytes again until a 250 (or until the test ends); returns how many
-    tries it took."""
-    tries = 0
-    while not stop.is_set():
-        tries += 1
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-                client.sendmail(f"customer{number}@client.test", ["support@example.com"], raw)
-            return tries
-        except smtplib.SMTPResponseException as error:
-            if error.smtp_code >= 500:  # an MTA gives up on a 5xx: the gateway must never answer one here
-                raise
-            time.sleep(0.05)
-        except (OSError, smtplib.SMTPException):
-            time.sleep(0.05)
-    raise AssertionError(f"mail {number} was never accepted")
+    return numbered_mail(number, "crash", attachment_bytes=512)
 
 
 async def ready(http_port: int) -> None:
@@ -156,7 +129,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         nonlocal resent
         while pending:
             number = pending.pop()
-            tries = await asyncio.to_thread(send_until_accepted, port, number, mails[number], stop)
+            tries = await asyncio.to_thread(send_until_accepted, [port], number, mails[number], 10, stop)
             resent += tries > 1
             accepted.add(number)
 
