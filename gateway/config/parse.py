@@ -40,6 +40,7 @@ from gateway.settings import (
     HttpSettings,
     LogSettings,
     MessageSettings,
+    QueueMode,
     QueueSettings,
     RouteSettings,
     Settings,
@@ -106,6 +107,7 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
     quotas = parse_quotas(top.array("quotas"), queue)
     top.done()
     _postmaster_routed(smtp, routes)
+    _queue_apart(queue, attachments, routes)
     return Settings(
         smtp=smtp,
         aws=aws,
@@ -173,8 +175,17 @@ def _aws(table: Table) -> AwsSettings:
     connect = table.check("connect_endpoint_url", table.text("connect_endpoint_url"), endpoint_url)
     s3 = table.check("s3_endpoint_url", table.text("s3_endpoint_url"), endpoint_url)
     sts = table.check("sts_endpoint_url", table.text("sts_endpoint_url"), endpoint_url)
+    sqs = table.check("sqs_endpoint_url", table.text("sqs_endpoint_url"), endpoint_url)
+    dynamodb = table.check("dynamodb_endpoint_url", table.text("dynamodb_endpoint_url"), endpoint_url)
     table.done()
-    return AwsSettings(where or AwsSettings.region, connect, s3, sts)
+    return AwsSettings(
+        region=where or AwsSettings.region,
+        connect_endpoint_url=connect,
+        s3_endpoint_url=s3,
+        sts_endpoint_url=sts,
+        sqs_endpoint_url=sqs,
+        dynamodb_endpoint_url=dynamodb,
+    )
 
 
 def _attachments(table: Table) -> AttachmentSettings:
@@ -278,9 +289,61 @@ def _queue(table: Table) -> QueueSettings:
         readers=table.check("readers", table.get("readers", int, defaults.readers), _positive),
         reader_memory=table.size("reader_memory", defaults.reader_memory),
         smarthost=table.host_port("smarthost", defaults.smarthost),
+        queue_url=table.check("queue_url", table.text("queue_url"), _queue_url),
+        table=table.check("table", table.text("table"), _table_name),
+        prefix=table.check("prefix", table.get("prefix", str, defaults.prefix), _queue_prefix),
     )
+    if mode == QueueMode.SQS:
+        for key in ("queue_url", "table"):
+            if getattr(settings, key) is None:
+                raise table.error(key, 'is required when mode is "sqs"')
     table.done()
     return settings
+
+
+def _queue_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")) or value.rstrip("/").count("/") < 3:
+        return (
+            "must be the queue's URL, such as https://sqs.us-east-1.amazonaws.com/111122223333/mail-gateway"
+        )
+    return None
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
+
+def _table_name(value: str | None) -> str | None:
+    if value is None or _TABLE_NAME.fullmatch(value):
+        return None
+    return "is not a DynamoDB table name (3-255 letters, digits, '_', '-' and '.')"
+
+
+def _queue_prefix(value: str) -> str | None:
+    if not value:
+        return "must not be empty: the raw mail needs a prefix of its own"
+    return key_prefix(value)
+
+
+def _queue_apart(
+    queue: QueueSettings, attachments: AttachmentSettings, routes: tuple[RouteSettings, ...]
+) -> None:
+    """Raw mail and attachments have lifecycles of their own: their prefixes must not contain each other,
+    in ``[attachments]`` nor in a route that puts its attachments in the same bucket."""
+    if queue.mode != QueueMode.SQS:
+        return
+    apart = [("attachments.prefix", attachments.prefix)] + [
+        (f"routes[{number}].prefix", route.prefix)
+        for number, route in enumerate(routes)
+        if route.prefix is not None and route.bucket in (None, attachments.bucket)
+    ]
+    for key, prefix in apart:
+        if queue.prefix.startswith(prefix) or prefix.startswith(queue.prefix):
+            raise ConfigError(
+                f"queue.prefix: {queue.prefix!r} overlaps {key} {prefix!r} in bucket {attachments.bucket}; "
+                'give raw mail a prefix of its own (such as "queue/")'
+            )
 
 
 def _match(value: str) -> str | None:

@@ -8,7 +8,9 @@ the rate climbs back by a tenth of the configured rate, gently, as TCP's congest
 
 The quota is per account and per region, so :class:`Governors` keeps one governor for each
 :class:`~gateway.aws.placement.Quota` the routes use, with the rate and burst of its ``[[quotas]]`` entry
-(else ``[queue]``'s): a busy region that is throttled slows down alone.
+(else ``[queue]``'s): a busy region that is throttled slows down alone. A governor is a :class:`Budget`:
+this process's own :class:`Governor` (spool mode), or in sqs mode a bucket every gateway shares
+(:class:`~gateway.delivery.shared.pacer.SharedPacer`, one DynamoDB item per quota).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from gateway.aws.placement import Quota, quota_settings
 from gateway.observe.metrics import Metrics
 from gateway.settings import QueueSettings, QuotaSettings
 
-__all__ = ["Governor", "Governors"]
+__all__ = ["Budget", "BudgetFactory", "Governor", "Governors"]
 
 MIN_FRACTION = 0.1
 RECOVERY_SECONDS = 5.0
@@ -29,6 +32,34 @@ RECOVERY_STEP = 0.1
 DECREASE_HOLD_SECONDS = 1.0
 TOKEN_EPSILON = 1e-9
 MIN_WAIT_SECONDS = 0.001  # never a sleep too short to move the clock: that would spin
+
+
+class Budget(Protocol):
+    """The pacer of one Connect quota, as the workers use it (a
+    :class:`~gateway.delivery.deliverer.Pacer` that also says how long callers wait)."""
+
+    @property
+    def configured_rate(self) -> float: ...
+
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def burst(self) -> int: ...
+
+    @property
+    def interval(self) -> float: ...
+
+    async def acquire(self) -> None: ...
+
+    def throttled(self) -> None: ...
+
+    def wait(self) -> float: ...
+
+    async def close(self) -> None: ...
+
+
+BudgetFactory = Callable[[Quota, float, int], Budget]  # a quota, its rate and burst: its budget
 
 
 class Governor:
@@ -82,6 +113,9 @@ class Governor:
         """Seconds between calls at the current rate."""
         return 1 / self.rate
 
+    async def close(self) -> None:
+        """A bucket in this process has nothing under way to wait for."""
+
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
@@ -94,7 +128,8 @@ class Governor:
 class Governors:
     """``governors(quota)``: the governor of one Connect quota, made when first asked for. Its rate and
     burst are the quota's ``[[quotas]]`` entry's, else ``[queue]``'s; its current rate and throttling
-    are in the metrics, labelled by region and account."""
+    are in the metrics, labelled by region and account. ``budget`` makes each (default: a
+    :class:`Governor` in this process)."""
 
     def __init__(
         self,
@@ -102,20 +137,26 @@ class Governors:
         quotas: tuple[QuotaSettings, ...] = (),
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        budget: BudgetFactory | None = None,
     ) -> None:
         self._queue = queue
         self._quotas = quotas
         self._metrics = metrics or Metrics()
         self._clock = clock
+        self._budget = budget or self._local
         self._governors: dict[Quota, _Watched] = {}
+        self._made: list[Budget] = []  # every one, replaced ones too: closed at the end
+
+    def _local(self, quota: Quota, rate: float, burst: int) -> Governor:
+        return Governor(rate, burst, self._clock)
 
     def __call__(self, quota: Quota) -> _Watched:
         found = self._governors.get(quota)
         if found is None:
             rate, burst = self._limits(quota)
-            found = self._governors[quota] = _Watched(
-                Governor(rate, burst, self._clock), quota, self._metrics
-            )
+            made = self._budget(quota, rate, burst)
+            self._made.append(made)
+            found = self._governors[quota] = _Watched(made, quota, self._metrics)
         return found
 
     def _limits(self, quota: Quota) -> tuple[float, int]:
@@ -133,14 +174,20 @@ class Governors:
                 del self._governors[quota]
 
     @property
-    def quotas(self) -> dict[Quota, Governor]:
+    def quotas(self) -> dict[Quota, Budget]:
         return {quota: watched.governor for quota, watched in self._governors.items()}
+
+    async def close(self) -> None:
+        """Let every budget finish what it has under way (a shared one lowering its rate)."""
+        made, self._made = self._made, []
+        for budget in made:
+            await budget.close()
 
 
 class _Watched:
     """A governor whose rate and throttling are kept in the metrics."""
 
-    def __init__(self, governor: Governor, quota: Quota, metrics: Metrics) -> None:
+    def __init__(self, governor: Budget, quota: Quota, metrics: Metrics) -> None:
         self.governor = governor
         self._rate = metrics.connect_rate.labels(quota.region, quota.account)
         self._throttled = metrics.connect_throttled.labels(quota.region, quota.account)

@@ -1,12 +1,14 @@
-"""Delivery workers: take spooled mail, make its contacts, and record what happened.
+"""Delivery workers: take queued mail (the spool's, or the shared queue's in sqs mode: any
+:class:`~.queue.MailQueue`), make its contacts, and record what happened.
 
 For each mail: read it (parse and fit, in a killable reader process: :mod:`.reading`), upload its
 attachments, build one request per target and store it (once: retries resend the stored request
 unchanged, so Connect's idempotency answers with the same ContactId), then start the contacts through the
-:class:`~.governor.Governors` (one per Connect quota: account and region). Transient failures are
-retried with exponential back-off and jitter until ``max_age`` or ``max_attempts``; permanent ones go to
-the dead-letter area at once, and the sender is told (:mod:`.dsn`). On shutdown, deliveries under way
-may finish within the grace period; the rest stays queued for the next start.
+:class:`~.governor.Governors` (one per Connect quota: account and region; in sqs mode each is a bucket
+every gateway shares). Transient failures are retried with exponential back-off and jitter until
+``max_age`` or ``max_attempts``; permanent ones go to the dead-letter area at once, and the sender is
+told (:mod:`.dsn`). On shutdown, deliveries under way may finish within the grace period; the rest stays
+queued for the next start.
 
 Nothing stops a worker but shutdown. A mail that cannot be read within its budget, or that has made the
 delivery fail unexpectedly :data:`POISON_FAILURES` times, is poison: it is not retried blindly but becomes

@@ -21,15 +21,18 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from gateway.aws.clients import ClientPool, StaticCredentials, usable_credentials
+from gateway.aws.clients import AwsClients, ClientPool, StaticCredentials, usable_credentials
 from gateway.contact.routing import Router
 from gateway.delivery.deliverer import Deliverer
-from gateway.delivery.governor import Governors
+from gateway.delivery.governor import BudgetFactory, Governors
 from gateway.delivery.queue import LocalQueue
 from gateway.delivery.reading import MailReader
+from gateway.delivery.shared.pacer import shared_budgets
+from gateway.delivery.shared.queue import SharedQueue
 from gateway.delivery.sinks import DeliverNow, SpoolIntake
+from gateway.delivery.spool import LEASE_SECONDS
 from gateway.delivery.workers import DeliveryWorkers
-from gateway.errors import SpoolError, StartupError
+from gateway.errors import DeliveryError, SpoolError, StartupError
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.smtp import FrontDoor, SmtpServer
@@ -61,6 +64,7 @@ class Gateway:
         self._stack = AsyncExitStack()
         self.smtp: SmtpServer | None = None
         self.queue: LocalQueue | None = None
+        self.shared: SharedQueue | None = None  # sqs mode
         self.workers: DeliveryWorkers | None = None
         self.http: HttpEndpoint | None = None
         self.admission = Admission(settings.access, settings.limits, settings.auth)
@@ -104,18 +108,36 @@ class Gateway:
             log.info("resuming %d mail(s) that were being delivered when the gateway stopped", recovered)
         return queue
 
+    async def _open_shared(self, aws: AwsClients, work: Path) -> SharedQueue:
+        """The shared queue (sqs mode): its queue and table must answer at start, each failure naming its
+        setting."""
+        settings = self.settings
+        shared = SharedQueue(aws, settings.queue, settings.attachments, work / "shared", metrics=self.metrics)
+        try:
+            await shared.open()
+        except DeliveryError as error:
+            await shared.close()
+            key = {"dynamodb": "queue.table", "s3": "attachments.bucket"}.get(
+                error.service, "queue.queue_url"
+            )
+            raise StartupError(key, f"the shared queue cannot be used: {error}") from None
+        self._stack.push_async_callback(shared.close)
+        return shared
+
     async def _start(self) -> None:
         settings = self.settings
-        credentials, _ = await usable_credentials(settings.aws, self._credentials)
+        queue_settings = settings.queue
+        shared = queue_settings.mode == QueueMode.SQS
+        credentials, _ = await usable_credentials(settings.aws, self._credentials, shared_queue=shared)
         pool = ClientPool(credentials)
         self._stack.push_async_callback(pool.close)
         await pool.retain(placements(settings))
         metrics = self.metrics
         self.places = RoutePlaces(pool, settings, metrics)
-        self.governors = Governors(settings.queue, settings.quotas, metrics)
-        queue_settings = settings.queue
-        # Parked mail needs the spool, even in sync mode.
-        if queue_settings.mode == QueueMode.SPOOL or settings.automatic.policy == AutomaticPolicy.DROP:
+        # Parked mail needs the spool, even in sync mode (sqs mode parks it in the shared queue).
+        if queue_settings.mode == QueueMode.SPOOL or (
+            queue_settings.mode == QueueMode.SYNC and settings.automatic.policy == AutomaticPolicy.DROP
+        ):
             self.queue = await self._open_queue()
         work = self._work_directory()
         reader = MailReader(
@@ -126,12 +148,25 @@ class Gateway:
             memory_limit=queue_settings.reader_memory,
         )
         self._stack.callback(reader.close)
+        reader.start()
         trust = None
         if settings.authentication.enabled or settings.filters.enabled:
             from gateway.trust.judge import Trust  # its libraries load only when a check is configured
 
             trust = Trust.from_settings(settings, metrics)
             self._stack.push_async_callback(trust.close)
+        budget: BudgetFactory | None = None  # spool mode: a governor per quota in this process
+        if shared:
+            # The queue is the gateway's own, in [aws]'s region with its credentials; each route's
+            # deliveries are placed as in spool mode, paced by one bucket per quota in the queue's table
+            # that every gateway on the queue shares.
+            aws = await self._stack.enter_async_context(
+                AwsClients(settings.aws, credentials, shared_queue=True)
+            )
+            self.shared = await self._open_shared(aws, work)
+            budget = shared_budgets(self.shared.table)
+        self.governors = Governors(settings.queue, settings.quotas, metrics, budget=budget)
+        self._stack.push_async_callback(self.governors.close)
         everywhere = await self.places(settings.routes[0])  # every delivery asks for its route's own
         deliverer = Deliverer(
             everywhere.store,
@@ -143,19 +178,27 @@ class Gateway:
             places=self.places,
         )
         sink: MailSink
+        queued: LocalQueue | SharedQueue | None = self.shared
         if queue_settings.mode == QueueMode.SPOOL:
-            assert self.queue is not None
+            queued = self.queue
+        if queued is not None:  # spool and sqs mode: the same workers, whichever queue feeds them
+            database, lease = (
+                (queued.database, LEASE_SECONDS)
+                if isinstance(queued, LocalQueue)
+                else (None, queued.visibility)  # the shared queue's claim is its visibility timeout
+            )
             self.workers = DeliveryWorkers(
-                self.queue,
+                queued,
                 deliverer,
                 self.governors,
                 queue_settings,
                 hostname=settings.smtp.hostname,
                 url_expiry_seconds=settings.attachments.url_expiry_seconds,
-                database=self.queue.database,
+                database=database,
+                lease_seconds=lease,
             )
             self._stack.push_async_callback(self._stop_workers, self.workers)
-            sink = SpoolIntake(self.queue, queue_settings.min_free_disk, self.workers.wake)
+            sink = SpoolIntake(queued, queue_settings.min_free_disk, self.workers.wake)
         else:
             incoming = self.queue.incoming if self.queue is not None else work
             sink = DeliverNow(deliverer, incoming, self.queue, queue_settings.unreadable)
@@ -249,7 +292,8 @@ class Gateway:
 
     def ready(self) -> tuple[bool, str]:
         """SMTP listening, the spool writable with room (and its last write worked), every delivery
-        worker running, and in sync mode AWS answering lately."""
+        worker running, in sync mode AWS answering lately, and in sqs mode S3, SQS and DynamoDB each
+        answering lately."""
         if self.smtp is None or not self.smtp.listening:
             return False, "the SMTP listener is not up"
         if self.queue is not None:
@@ -259,6 +303,12 @@ class Gateway:
                 return False, "the spool's disk is below min_free_disk"
             if self.queue.write_failure is not None:
                 return False, f"the spool could not be written: {self.queue.write_failure}"
+        if self.shared is not None:
+            answering, reason = self.shared.health()
+            if not answering:
+                return False, reason
+            if self.shared.free_bytes() < self.settings.queue.min_free_disk:
+                return False, "the disk where mails arrive is below min_free_disk"
         if self.workers is not None:
             running, reason = self.workers.health()
             if not running:
@@ -275,6 +325,11 @@ class Gateway:
             self.metrics.set_queue(
                 {state.value: count for state, count in (await self.queue.counts()).items()}
             )
+        if self.shared is not None:
+            try:
+                self.metrics.set_queue(await self.shared.counts())
+            except DeliveryError as error:  # the scrape still answers; /readyz says what is wrong
+                log.warning("the shared queue's depth could not be read: %s", error.summary)
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

@@ -8,7 +8,8 @@ region and role: each route in its own), the role can be assumed, each Connect i
 route's destination is an email address of its instance, each named contact flow exists, and the bucket
 takes a put, a presigned GET and a delete. Checks of a route placed on its own (``region``,
 ``role_arn``, ``bucket``...) name the route and where it is, so that a failure says which route it is.
-The exit status is 0 only when nothing failed (warnings do not fail).
+In sqs mode, the shared queue too, with the gateway's own credentials in ``[aws]``'s region
+(:mod:`.queue_checks`). The exit status is 0 only when nothing failed (warnings do not fail).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from gateway.config.frontdoor import memory_per_connection
 from gateway.errors import ConfigError, DeliveryError, StartupError
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.tls import server_context
-from gateway.settings import AttachmentSettings, RouteSettings, Settings
+from gateway.settings import AttachmentSettings, QueueMode, RouteSettings, Settings
 from gateway.trust.probe import probe
 
 __all__ = ["Check", "Status", "local_checks", "run_checks"]
@@ -84,7 +85,8 @@ async def run_checks(
     checks = [Check(Status.PASS, "config", f"{len(settings.routes)} route(s)")]
     checks += local_checks(settings, physical_memory() if memory is None else memory)
     checks += [Check(Status.PASS if p.ok else Status.FAIL, p.item, p.detail) for p in await probe(settings)]
-    credentials, found = await usable_credentials(settings.aws, credentials)
+    shared = settings.queue.mode == QueueMode.SQS
+    credentials, found = await usable_credentials(settings.aws, credentials, shared_queue=shared)
     if not found:
         checks.append(
             Check(Status.FAIL, "credentials", "none found (environment, shared files, instance or pod role)")
@@ -98,6 +100,11 @@ async def run_checks(
     try:
         for (where, attachments), routes in _placed(settings).items():
             checks += await _placement_checks(where, attachments, routes, pool, credentials)
+        if shared:  # the queue, the dead-letter queue, the table and the permissions (sqs mode)
+            from gateway.service.queue_checks import shared_queue_checks
+
+            async with AwsClients(settings.aws, credentials, shared_queue=True) as aws:
+                checks += await shared_queue_checks(settings, aws)
     except DeliveryError as error:
         checks.append(Check(Status.FAIL, "aws", str(error)))
     finally:

@@ -6,7 +6,9 @@ log and counts ``mail_gateway_config_reload_failures_total``. A good one applies
 it: new SMTP sessions (routes, limits, access, AUTH, TLS), new deliveries (each route's region, role
 and bucket, the quotas). Sessions in progress finish under the configuration they started with, and the
 spool is not touched. What the running process cannot change (its listeners, its spool, its queue mode
-and workers, the trust checks' engines) is kept as it was and named in a warning: those need a restart.
+and workers, the trust checks' engines; in sqs mode the shared queue, its table and prefix, and the
+``[aws]`` region and endpoints it is reached through) is kept as it was and named in a warning: those
+need a restart.
 
 ``mail-gateway reload --config PATH`` runs ``check`` on the file (the AWS side too), then sends SIGHUP to
 the pid in ``<queue.path>/mail-gateway.pid``, which ``serve`` writes at start (and removes at the end).
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PID_FILE",
     "RESTART_ONLY",
+    "SHARED_QUEUE_RESTART_ONLY",
     "needs_restart",
     "pid_file",
     "pid_written",
@@ -53,23 +56,51 @@ RESTART_ONLY: dict[str, Callable[[Settings], Any]] = {
     "queue.path": lambda s: s.queue.path,
     "queue.mode": lambda s: s.queue.mode,
     "queue (workers, readers, retries, ages)": lambda s: replace(  # the rest of [queue]
-        s.queue, rate_per_second=0.0, burst=0, path=Path(), mode=QueueMode.SPOOL
+        s.queue,
+        rate_per_second=0.0,
+        burst=0,
+        path=Path(),
+        mode=QueueMode.SPOOL,
+        queue_url=None,
+        table=None,
+        prefix="",
     ),
     "[authentication], [filters] and [dns]": lambda s: (s.authentication, s.filters, s.dns),
     "[message] and the file types and sizes of [attachments]": lambda s: s.content_policy,
     "[log]": lambda s: s.log,
 }
 
+# What the shared queue was opened with (compared when both run in sqs mode: a changed mode says it all).
+SHARED_QUEUE_RESTART_ONLY: dict[str, Callable[[Settings], Any]] = {
+    "queue.queue_url": lambda s: s.queue.queue_url,
+    "queue.table": lambda s: s.queue.table,
+    "queue.prefix": lambda s: s.queue.prefix,
+    "aws.region (where the shared queue is reached)": lambda s: s.aws.region,
+    "aws.sqs_endpoint_url": lambda s: s.aws.sqs_endpoint_url,
+    "aws.dynamodb_endpoint_url": lambda s: s.aws.dynamodb_endpoint_url,
+}
+
 
 def needs_restart(running: Settings, new: Settings) -> list[str]:
     """The settings that differ but cannot change without a restart."""
-    return [name for name, value in RESTART_ONLY.items() if value(running) != value(new)]
+    checked = dict(RESTART_ONLY)
+    if running.queue.mode == new.queue.mode == QueueMode.SQS:
+        checked |= SHARED_QUEUE_RESTART_ONLY
+    return [name for name, value in checked.items() if value(running) != value(new)]
 
 
 def with_restart_settings_of(running: Settings, new: Settings) -> Settings:
     """``new``, with what cannot change yet kept as it runs (so that health and metrics stay true)."""
+    aws = replace(
+        new.aws,
+        sqs_endpoint_url=running.aws.sqs_endpoint_url,
+        dynamodb_endpoint_url=running.aws.dynamodb_endpoint_url,
+    )
+    if running.queue.mode == QueueMode.SQS:  # the shared queue's region: routes that inherit it stay too
+        aws = replace(aws, region=running.aws.region)
     return replace(
         new,
+        aws=aws,
         smtp=replace(new.smtp, host=running.smtp.host, port=running.smtp.port),
         tls=replace(new.tls, implicit_listen=running.tls.implicit_listen),
         http=running.http,

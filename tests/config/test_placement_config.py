@@ -110,3 +110,25 @@ def test_the_examples_commented_placement_and_quotas_parse() -> None:
         (None, 5.0, 10),
         ("210987654321", 2.0, 5),
     ]
+
+
+SQS = {"mode": "sqs", "queue_url": "https://sqs.us-east-1.amazonaws.com/111122223333/q", "table": "state"}
+
+
+def test_sqs_mode_takes_placed_routes_and_quotas_but_keeps_raw_mail_apart_from_their_prefixes() -> None:
+    """The shared queue's raw mail lives under [queue] prefix in [attachments] bucket: a route whose own
+    prefix in that bucket overlaps it is refused, naming the route; a route with its own bucket is not."""
+    placed = [
+        route(region="eu-west-2", role_arn=ROLE, prefix="queue/eu/", bucket="eu-bucket"),
+        route(match="*@other.example", prefix="other/"),
+    ]
+    settings = parse_config(config(queue=SQS, routes=placed, quotas=[{"region": "eu-west-2"}]))
+    assert settings.routes[0].region == "eu-west-2" and settings.quotas[0].region == "eu-west-2"
+    overlapping = [*placed, route(match="*@third.example", prefix="queue/mail/")]
+    assert "queue.prefix: 'queue/' overlaps routes[2].prefix 'queue/mail/' in bucket my-bucket" in error_of(
+        config(queue=SQS, routes=overlapping)
+    )
+    assert "overlaps routes[0].prefix" in error_of(
+        config(queue=SQS, routes=[route(prefix="", bucket="my-bucket")])
+    )
+    assert parse_config(config(routes=overlapping)).queue.mode == "spool"  # no shared queue: no matter

@@ -99,3 +99,35 @@ def test_settings_that_need_a_restart_are_named_and_kept(settings: Settings) -> 
     assert kept.smtp.hostname == "mx2.gateway.test" and kept.queue.rate_per_second == 9.0
     assert kept.routes == new.routes
     assert needs_restart(settings, kept) == []
+
+
+def test_in_sqs_mode_the_shared_queue_and_where_it_is_reached_need_a_restart(settings: Settings) -> None:
+    from gateway.service.reload import needs_restart, with_restart_settings_of
+    from gateway.settings import QueueMode, QuotaSettings
+
+    queue = replace(settings.queue, mode=QueueMode.SQS, queue_url="http://127.0.0.1:1/1/q", table="state")
+    running = replace(settings, queue=queue)
+    new = replace(
+        running,
+        aws=replace(running.aws, region="eu-west-2", dynamodb_endpoint_url="http://127.0.0.1:2"),
+        queue=replace(queue, queue_url="http://127.0.0.1:1/1/other", table="other", prefix="raw/", burst=9),
+        quotas=(QuotaSettings("eu-west-2", rate_per_second=7.0),),
+    )
+    assert needs_restart(running, new) == [
+        "queue.queue_url",
+        "queue.table",
+        "queue.prefix",
+        "aws.region (where the shared queue is reached)",
+        "aws.dynamodb_endpoint_url",
+    ]
+    kept = with_restart_settings_of(running, new)
+    assert (kept.queue.queue_url, kept.queue.table, kept.queue.prefix) == (
+        queue.queue_url,
+        queue.table,
+        queue.prefix,
+    )
+    assert (kept.aws.region, kept.aws.dynamodb_endpoint_url) == (running.aws.region, None)
+    assert kept.queue.burst == 9 and kept.quotas == new.quotas  # the budgets do change
+    assert needs_restart(running, kept) == []
+    # A changed mode is named once: not also as the shared queue's settings it brings.
+    assert needs_restart(settings, new) == ["queue.mode"]
