@@ -619,14 +619,21 @@ class SmtpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         door = self._door
+        backlog = door.limits.listen_backlog  # at least max_connections: a burst waits, then hears 421
         self._servers.append(
-            await loop.create_server(lambda: GatewaySMTP(door, loop=loop), door.smtp.host, door.smtp.port)
+            await loop.create_server(
+                lambda: GatewaySMTP(door, loop=loop), door.smtp.host, door.smtp.port, backlog=backlog
+            )
         )
         if self._implicit_tls is not None:
             host, port = self._implicit_tls
             self._servers.append(
                 await loop.create_server(
-                    lambda: GatewaySMTP(door, implicit_tls=True, loop=loop), host, port, ssl=door.tls_context
+                    lambda: GatewaySMTP(door, implicit_tls=True, loop=loop),
+                    host,
+                    port,
+                    ssl=door.tls_context,
+                    backlog=backlog,
                 )
             )
 
