@@ -19,7 +19,14 @@ from pathlib import Path
 from gateway.errors import StartupError
 from gateway.settings import EventLoop, Settings
 
-__all__ = ["SOMAXCONN", "event_loop_factory", "prepare", "raise_open_files", "somaxconn"]
+__all__ = [
+    "FILES_PER_CONNECTION",
+    "SOMAXCONN",
+    "event_loop_factory",
+    "prepare",
+    "raise_open_files",
+    "somaxconn",
+]
 
 log = logging.getLogger(__name__)
 
