@@ -14,7 +14,9 @@ with the reference measured in the same run and their ratio (issue 12's goals in
   same mails plus a plain aiobotocore client's to make the same PutObject, presign and StartEmailContact
   calls against the same emulator and S3.
 
-The sender checks and filters of ``[authentication]`` and ``[filters]`` are off (their cost is apart).
+The sender checks and filters of ``[authentication]`` and ``[filters]`` are off; ``--only filters`` (run by
+default when rspamd and clamd are installed) measures the filters' cost apart: the same mails with and
+without rspamd and clamd, the engines' CPU apart.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from queue_throughput import ROOT, drive, free_port, inspect, start, stop, wait_
 
 sys.path.insert(0, str(ROOT))
 from tests.helpers import make_mail
-from tests.processes import PeakSampler, tree_cpu_seconds, tree_rss
+from tests.processes import PeakSampler, tree, tree_cpu_seconds, tree_rss
 
 MIB = 1024 * 1024
 RCPT = "support@example.com"
@@ -97,7 +99,9 @@ asyncio.run(main())
 """
 
 
-def gateway_config(directory: Path, smtp: int, emulator: int, s3: int, loop: str, rate: float = 1000) -> Path:
+def gateway_config(
+    directory: Path, smtp: int, emulator: int, s3: int, loop: str, rate: float = 1000, extra: str = ""
+) -> Path:
     """Spool mode, the default limits (max_connections 1,000 where memory affords it), loopback a relay;
     ``rate``: the governor (2, Connect's default quota, keeps delivery from competing with the accepting)."""
     config = directory / f"gateway-{loop}.toml"
@@ -122,6 +126,7 @@ retry_max = "2s"
 min_free_disk = 0
 [http]
 listen = ""
+{extra}
 [[routes]]
 match = "{RCPT}"
 instance_id = "bench-instance"
@@ -241,10 +246,12 @@ class Servers:
         time.sleep(0.5)
         return process, port
 
-    def gateway(self, loop: str = "asyncio", rate: float = 1000) -> tuple[subprocess.Popen[bytes], int]:
+    def gateway(
+        self, loop: str = "asyncio", rate: float = 1000, extra: str = ""
+    ) -> tuple[subprocess.Popen[bytes], int]:
         shutil.rmtree(self.directory / "spool", ignore_errors=True)
         port = free_port()
-        config = gateway_config(self.directory, port, self.emulator, self.s3, loop, rate)
+        config = gateway_config(self.directory, port, self.emulator, self.s3, loop, rate, extra)
         process = start(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config)], self.log, ENVIRONMENT
         )
@@ -397,6 +404,58 @@ def cpu_per_mail(servers: Servers, results: list[dict[str, str]], count: int, lo
         results.append(row(label, gateway_ms, floor_ms, " ms", goal, "{:.2f}"))
 
 
+def filters_cost(servers: Servers, results: list[dict[str, str]], count: int) -> None:
+    """The same plain mails with and without ``[filters]`` (rspamd and clamd, as the trust tests start
+    them): the gateway's CPU per mail, and the engines' own apart."""
+    from tests.trust.servers import TestDns, clamd, rspamd
+
+    mails = [mail_with([], text=f"judged {n} " + "x" * 1900) for n in range(count)]
+    dns = TestDns()
+    dns.start()
+    try:
+        with rspamd(dns.port) as spam, clamd() as virus:
+            engines = _children_named(("rspamd", "clamd"))
+            extra = f'[filters]\nrspamd_url = "{spam.url}"\nclamd_address = "unix:{virus.socket}"\n'
+            figures = {}
+            for kind, text in (("without", ""), ("with", extra)):
+                gateway, port = servers.gateway(extra=text)
+                try:
+                    before = tree_cpu_seconds(gateway.pid)
+                    engines_before = sum(tree_cpu_seconds(pid) for pid in engines)
+                    began = time.perf_counter()
+                    send_all(port, mails)
+                    accept_seconds = time.perf_counter() - began
+                    until(lambda: contacts(servers.emulator) >= count, 600)
+                    cpu = tree_cpu_seconds(gateway.pid) - before
+                    engines_cpu = sum(tree_cpu_seconds(pid) for pid in engines) - engines_before
+                    figures[kind] = (cpu / count * 1000, engines_cpu / count * 1000, count / accept_seconds)
+                finally:
+                    stop(gateway)
+    finally:
+        dns.stop()
+    (cpu, engines_ms, rate), (plain_cpu, _, plain_rate) = figures["with"], figures["without"]
+    name = (
+        f"CPU per delivered mail, plain 2 KB, with rspamd and clamd (the engines' own: {engines_ms:.1f} ms)"
+    )
+    results.append(row(name, cpu, plain_cpu, " ms", "(reference: the gateway without them)", "{:.2f}"))
+    name = "accepted per second with rspamd and clamd (8 smtplib sessions)"
+    results.append(row(name, rate, plain_rate, "/s", "(reference: the gateway without them)", "{:.0f}"))
+
+
+def _children_named(names: tuple[str, ...]) -> list[int]:
+    """This process's children running one of ``names`` (the engines the trust helpers started)."""
+    found = []
+    for pid in tree(os.getpid())[1:]:
+        try:
+            command = Path(f"/proc/{pid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if command in names and int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
+            found.append(pid)
+    return found
+
+
 def floor_delivery_cpu(servers: Servers, mails: list[bytes], files: list[tuple[str, bytes]]) -> float:
     """CPU seconds of a plain aiobotocore client making each mail's calls (requests built by ``parse``)."""
     requests = []
@@ -426,7 +485,9 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=1000, help="sessions at once")
     parser.add_argument("--messages", type=int, default=2000, help="mails per accept-rate run")
     parser.add_argument("--cpu-mails", type=int, default=200, help="mails per CPU run")
-    parser.add_argument("--only", nargs="*", default=["memory", "lines", "sessions", "accept", "cpu"])
+    parser.add_argument(
+        "--only", nargs="*", default=["memory", "lines", "sessions", "accept", "cpu", "filters"]
+    )
     args = parser.parse_args()
     loops = ["asyncio"] + (["uvloop"] if _has_uvloop() else [])
     results: list[dict[str, str]] = []
@@ -444,6 +505,8 @@ def main() -> int:
             if "cpu" in args.only:
                 for loop in loops:
                     cpu_per_mail(servers, results, args.cpu_mails, loop)
+            if "filters" in args.only and shutil.which("rspamd") and shutil.which("clamd"):
+                filters_cost(servers, results, args.cpu_mails)
         finally:
             servers.close()
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {platform.python_version()}")
