@@ -127,6 +127,14 @@ def test_memory_budget_is_checked_against_the_machine() -> None:
         parse_limits(Table({"max_connections": 100, "max_line_length": "1MiB"}, "limits"), memory=gib // 4)
 
 
+def test_the_connection_cost_knows_where_a_mail_spills_to_a_file() -> None:
+    """The configuration (a lower layer) cannot import the DATA path's threshold: they must agree."""
+    from gateway.config import frontdoor
+    from gateway.delivery import incoming
+
+    assert frontdoor.SMALL_MAIL_BYTES == incoming.SMALL_MAIL_BYTES
+
+
 def test_the_listen_backlog_is_configurable() -> None:
     limits = parse_limits(Table({"max_connections": 10, "backlog": 4096}, "limits"), memory=1024**3)
     assert (limits.max_connections, limits.listen_backlog) == (10, 4096)
