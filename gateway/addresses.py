@@ -7,6 +7,7 @@ abuse that hide a second hop in the local part (``user%other@us`` and ``other!us
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import email_validator
@@ -105,3 +106,12 @@ def parse_address(text: str) -> Address:
     except email_validator.EmailNotValidError as error:
         raise AddressError(str(error).rstrip(".")) from None
     return Address(valid.local_part, valid.domain)
+
+
+def is_ip_literal(text: str) -> bool:
+    """An IPv4 or IPv6 address as text (a client's, a Host header's), as opposed to a name."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

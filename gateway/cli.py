@@ -39,6 +39,10 @@ from gateway.settings import (
 __all__ = ["main"]
 
 PARSE_FALLBACK_RECIPIENT = "recipient@example.com"
+ALLOWED_HOST_HELP = (
+    "a name the staging page may be reached by (behind a proxy, say), besides IP addresses, localhost and "
+    "the listening host; other names are refused, against DNS rebinding (repeatable)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--mode",
         type=QueueMode,
-        choices=tuple(QueueMode),
+        choices=(QueueMode.SYNC, QueueMode.SPOOL),
         help="sync: the SMTP reply names the contact (default without --config); spool: queued as in "
         "production (default with --config: the file's [queue] mode)",
     )
@@ -78,9 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run the sender checks (SPF, DKIM, DMARC, ARC) and the spam and virus engines that answer "
         "(the file's [filters], else rspamd and clamd at their Debian addresses) on this machine's mail",
     )
+    sandbox.add_argument("--allowed-host", action="append", default=[], help=ALLOWED_HOST_HELP)
 
     emulate = commands.add_parser("emulate", help="the Connect email emulator (and an S3) alone")
     emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--allowed-host", action="append", default=[], help=ALLOWED_HOST_HELP)
     emulate.add_argument("--port", type=int, default=8025)
     emulate.add_argument("--s3-port", type=int, help="also run an embedded S3 on this port")
     emulate.add_argument("--bucket", default="sandbox-attachments", help="bucket created in the embedded S3")
@@ -106,13 +112,20 @@ def _parser() -> argparse.ArgumentParser:
     ):
         emulate.add_argument(name, type=kind, default=0, help=help_text)
 
-    queue = commands.add_parser("queue", help="look at and act on the spool (safe beside a running gateway)")
+    queue = commands.add_parser(
+        "queue", help="look at and act on the spool or the shared queue (safe beside running gateways)"
+    )
     queue.add_argument("--config", required=True, type=Path, help="the gateway's configuration file")
     queue.add_argument("--json", action="store_true", help="machine-readable output for list and show")
-    queue.add_argument("action", choices=("list", "show", "retry", "delete"))
+    queue.add_argument("action", choices=("list", "show", "retry", "delete", "move"))
     queue.add_argument("id", nargs="?", help="queue id (show, retry, delete)")
     queue.add_argument(
         "--all-dead", action="store_true", help="with retry: every mail in the dead-letter area"
+    )
+    queue.add_argument(
+        "--to",
+        choices=("sqs",),
+        help="with move: the stopped spool at [queue] path into the shared queue the file names (mode sqs)",
     )
 
     check = commands.add_parser("check", help="check the configuration and the AWS side it names")
@@ -159,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
                     mode=args.mode,
                     config=config,
                     verdicts=args.verdicts,
+                    allowed_hosts=args.allowed_host,
                 )
             )
             return 0
@@ -255,7 +269,7 @@ async def _emulate(args: argparse.Namespace) -> None:
             "." + t.strip().lower().lstrip(".") for t in args.file_types.split(",") if t.strip()
         )
     connect = EmulatedConnect(args.instance, args.address, file_types=file_types, flows=args.flow)
-    server = EmulatorServer(connect, FaultInjector(faults), s3)
+    server = EmulatorServer(connect, FaultInjector(faults), s3, allowed_hosts=args.allowed_host)
     await server.start(args.host, args.port)
     _say(f"Connect    http://{args.host}:{server.port}   (contacts at /_emulator/contacts)")
     try:
@@ -314,6 +328,8 @@ def _queue(args: argparse.Namespace) -> int:
     from gateway.delivery.spool import Spool
 
     settings = load_config(args.config)
+    if settings.queue.mode == QueueMode.SQS or args.action == "move":
+        return _shared_queue(settings, args)
     try:
         spool = Spool(settings.queue.path, create=False)
     except FileNotFoundError:
@@ -323,6 +339,26 @@ def _queue(args: argparse.Namespace) -> int:
         return run_queue_command(spool, args.action, args.id, args.all_dead, _say, args.json)
     finally:
         spool.close()
+
+
+def _shared_queue(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.delivery.shared.admin import run_shared_queue_command
+    from gateway.errors import DeliveryError
+
+    if args.action == "move" and (args.to != "sqs" or settings.queue.mode != QueueMode.SQS):
+        print(
+            'mail-gateway: queue move --to sqs: the file must name the shared queue (queue.mode = "sqs", '
+            "queue_url, table) and the spool to empty into it (queue.path)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return asyncio.run(
+            run_shared_queue_command(settings, args.action, args.id, args.all_dead, _say, args.json)
+        )
+    except DeliveryError as error:
+        print(f"mail-gateway: the shared queue: {error}", file=sys.stderr)
+        return 1
 
 
 class _NothingSent:

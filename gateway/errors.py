@@ -17,7 +17,9 @@
         │   └── MisconfiguredError  403, missing instance, flow or bucket, no credentials: alert the operator,
         │                           never bounce the customer's mail for it
         ├── PermanentError          5xx: the request as built can never succeed
-        │   └── AttachmentsRefusedError  refused for its attachments: it can still go without them
+        │   ├── AttachmentsRefusedError  refused for its attachments: it can still go without them
+        │   └── ConditionFailedError     a conditional write found another writer first (the shared
+        │                                queue's items and objects): never a mail's fate, read it again
         └── DuplicateRequestError   409: this ClientToken already made a contact from another request
                                     (an earlier attempt, with older presigned URLs): delivered, not failed
 
@@ -35,6 +37,7 @@ from gateway.replies import EARLIER_CONTACT, Replies, Reply
 
 __all__ = [
     "AttachmentsRefusedError",
+    "ConditionFailedError",
     "ConfigError",
     "DeliveryError",
     "DuplicateRequestError",
@@ -162,6 +165,17 @@ class AttachmentsRefusedError(PermanentError):
     def __init__(self, message: str, reason: str, *, service: str = "", code: str = "") -> None:
         super().__init__(message, service=service, code=code)
         self.reason = reason
+
+
+class ConditionFailedError(PermanentError):
+    """DynamoDB's ConditionalCheckFailedException or S3's 412: someone wrote first. ``item`` is what DynamoDB
+    returned of the item as it is (``ReturnValuesOnConditionCheckFailure``), when it did."""
+
+    def __init__(
+        self, message: str, item: dict[str, object] | None = None, *, service: str = "", code: str = ""
+    ) -> None:
+        super().__init__(message, service=service, code=code)
+        self.item = item
 
 
 class DuplicateRequestError(DeliveryError):

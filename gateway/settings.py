@@ -57,6 +57,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # what SES inbound accepts, headers
 class QueueMode(StrEnum):
     SPOOL = "spool"  # stored durably, 250, delivered by workers
     SYNC = "sync"  # the SMTP reply waits for Connect
+    SQS = "sqs"  # raw mail in S3, work in SQS, state in DynamoDB: any number of gateways share it
 
 
 class AutomaticPolicy(StrEnum):
@@ -202,6 +203,8 @@ class AwsSettings:
     region: str = "us-east-1"
     connect_endpoint_url: str | None = None
     s3_endpoint_url: str | None = None
+    sqs_endpoint_url: str | None = None
+    dynamodb_endpoint_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -326,7 +329,9 @@ class RouteSettings:
 @dataclass(frozen=True)
 class QueueSettings:
     """Between SMTP and Connect. ``spool``: stored durably, 250, delivered by workers; ``sync``: the SMTP
-    reply waits for Connect (staging, where the reply should carry the ContactId)."""
+    reply waits for Connect (staging, where the reply should carry the ContactId); ``sqs``: the shared
+    queue of several gateways (raw mail under ``prefix`` in the attachments bucket, work items in the SQS
+    queue at ``queue_url``, per-mail state in the DynamoDB ``table``)."""
 
     mode: QueueMode = QueueMode.SPOOL
     path: Path = Path("/var/spool/mail-gateway")
@@ -344,6 +349,10 @@ class QueueSettings:
     readers: int = 2  # reader processes (reading is CPU-bound: about one per core)
     reader_memory: int = 1024 * 1024 * 1024  # address space of each reader process (RLIMIT_AS)
     smarthost: tuple[str, int] | None = None  # where delivery status notifications are sent
+    # sqs mode: the work queue, the table of per-mail state, and where raw mail waits in the bucket.
+    queue_url: str | None = None
+    table: str | None = None
+    prefix: str = "queue/"
 
 
 @dataclass(frozen=True)

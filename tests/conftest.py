@@ -29,6 +29,7 @@ from .helpers import (
     running_sandbox,
     unavailable,
 )
+from .shared import deploy_stack, embedded_aws
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +48,20 @@ def s3_server() -> Iterator[EmbeddedS3]:
     server = EmbeddedS3().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_url() -> Iterator[str]:
+    """moto's S3, SQS, DynamoDB and CloudFormation, serialized, in a process of its own: one per session."""
+    with embedded_aws() as url:
+        yield url
+
+
+@pytest.fixture
+def stack(aws_url: str) -> dict[str, str]:
+    """A stack of deploy/aws/cloudformation.yaml of the test's own: its Outputs (a short visibility
+    timeout, so that a mail a stopped gateway held is taken over within seconds)."""
+    return deploy_stack(aws_url, VisibilityTimeoutSeconds=4)
 
 
 @pytest.fixture

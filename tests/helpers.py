@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -404,3 +405,41 @@ class Session:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def numbered_mail(number: int, tag: str, attachment_bytes: int = 256) -> bytes:
+    """Mail number ``number`` of a load test: its own sender, Message-ID ``<tag-number@client.test>`` and a
+    random attachment (so that no two mails share their files)."""
+    return make_mail(
+        sender=f"customer{number}@client.test",
+        subject=f"Mail number {number}",
+        message_id=f"<{tag}-{number}@client.test>",
+        text=f"body {number}",
+        attachments=[(f"{number}.pdf", "application/pdf", os.urandom(attachment_bytes))],
+    ).as_bytes()
+
+
+def send_until_accepted(
+    ports: Sequence[int],
+    number: int,
+    raw: bytes,
+    timeout: float = 15,
+    stop: threading.Event | None = None,
+) -> int:
+    """An MTA's behaviour: the same bytes again until a 250 (or until ``stop``: the test ends), to the next
+    of its MX hosts (``ports``) after any failure; how many tries it took."""
+    tries = 0
+    while stop is None or not stop.is_set():
+        port = ports[(number + tries) % len(ports)]
+        tries += 1
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=timeout) as client:
+                client.sendmail(f"customer{number}@client.test", ["support@example.com"], raw)
+            return tries
+        except smtplib.SMTPResponseException as error:
+            if error.smtp_code >= 500:  # an MTA gives up on a 5xx: the gateway must never answer one here
+                raise
+            time.sleep(0.05)
+        except (OSError, smtplib.SMTPException):
+            time.sleep(0.05)
+    raise AssertionError(f"mail {number} was never accepted")

@@ -58,7 +58,7 @@ def strict_emulator() -> Iterator[Emulator]:
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "emulate", "--port", "0", "--s3-port", "0",
          "--bucket", "attachments", "--instance", "i-1", "--address", "support@example.com",
-         "--flow", "flow-1"],
+         "--flow", "flow-1", "--allowed-host", "staging.corp.example"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
     )  # fmt: skip
     assert process.stdout is not None
@@ -88,6 +88,23 @@ def test_check_passes_against_the_emulator(strict_emulator: Emulator, tmp_path: 
         "PASS contact flow flow-1 in instance i-1: exists (ACTIVE)",
         "PASS bucket attachments: put, presigned GET and delete work",
     ]
+
+
+def page_status(url: str, host: str) -> int:
+    request = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_emulate_shows_its_page_only_to_names_it_was_given(strict_emulator: Emulator) -> None:
+    """``--allowed-host`` admits a staging name; any other name is refused (DNS rebinding)."""
+    page = strict_emulator.connect_url + "/"
+    assert page_status(page, "staging.corp.example") == 200
+    assert page_status(page, "127.0.0.1") == 200
+    assert page_status(page, "rebound.attacker.example") == 421
 
 
 def test_check_names_each_broken_item(strict_emulator: Emulator, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """The one boundary where botocore and network errors become the gateway's own (:mod:`gateway.errors`).
 
 The classification is the heart of "never lose a mail": anything that can clear (throttling, 5xx, timeouts,
-a missing instance, an IAM policy an operator will fix) is transient, so the mail waits and is retried;
-only what can never succeed for the request as built (an invalid request, an attachment Connect refuses)
-is permanent.
+a missing instance, queue or table, an IAM policy an operator will fix) is transient, so the mail waits and
+is retried; only what can never succeed for the request as built (an invalid request, an attachment Connect
+refuses) is permanent. A conditional write that lost (DynamoDB's ConditionalCheckFailedException, S3's 412)
+is its own kind, :class:`~gateway.errors.ConditionFailedError`, carrying the item as DynamoDB returned it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from botocore.exceptions import (
 
 from gateway.errors import (
     AttachmentsRefusedError,
+    ConditionFailedError,
     DeliveryError,
     DuplicateRequestError,
     MisconfiguredError,
@@ -62,7 +64,11 @@ _CONFIGURATION = {
     "NoSuchBucket",
     "KMS.DisabledException",
     "KMS.NotFoundException",
+    "KMS.AccessDeniedException",
+    "QueueDoesNotExist",
+    "AWS.SimpleQueueService.NonExistentQueue",
 }
+_CONDITION_FAILED = {"ConditionalCheckFailedException", "PreconditionFailed"}
 _ATTACHMENT_REASONS = {
     "INVALID_FILE_SIZE",
     "INVALID_FILE_TYPE",
@@ -107,6 +113,11 @@ def _client_error(error: ClientError, service: str) -> DeliveryError:
     reason = _attachment_reason(error.response.get("Reason"))
     if code == "IdempotencyException":
         return DuplicateRequestError(message, service=service, code=name)
+    if code in _CONDITION_FAILED or status == 412:
+        item = error.response.get("Item")  # DynamoDB returns the item, when asked to
+        return ConditionFailedError(
+            message, item if isinstance(item, dict) else None, service=service, code=name
+        )
     if reason:
         return AttachmentsRefusedError(message, reason, service=service, code=name)
     if code in _THROTTLING or status == 429:

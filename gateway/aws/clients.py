@@ -1,10 +1,12 @@
-"""The aiobotocore clients for S3 and Connect, created once and shared by every delivery.
+"""The aiobotocore clients for S3 and Connect (and SQS and DynamoDB for the shared queue), created once and
+shared by every delivery.
 
 botocore's own retries are off (one attempt per call): the gateway has exactly one retry layer, so that
 attempts never multiply under each other. Endpoints come from the config or from botocore's standard
-``AWS_ENDPOINT_URL_CONNECT`` / ``AWS_ENDPOINT_URL_S3``; credentials from the standard chain, unless the
-sandbox passes its own throwaway ones. When every endpoint is on this machine (the emulator) and the chain
-has none, placeholder credentials are used: SigV4 still signs, and nothing real is needed or exposed.
+``AWS_ENDPOINT_URL_CONNECT`` / ``_S3`` / ``_SQS`` / ``_DYNAMODB``; credentials from the standard chain,
+unless the sandbox passes its own throwaway ones. When every endpoint is on this machine (the emulator) and
+the chain has none, placeholder credentials are used: SigV4 still signs, and nothing real is needed or
+exposed.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from gateway.settings import AwsSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_connect import ConnectClient
+    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
 
 __all__ = [
     "LOCAL_CREDENTIALS",
+    "SHARED_QUEUE_SERVICES",
     "AwsClients",
     "StaticCredentials",
     "endpoints_are_local",
@@ -36,6 +41,8 @@ __all__ = [
 
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 30
+# Every SMTP session sends its mail's SQS message while one long poll waits: more than botocore's 10.
+QUEUE_POOL_CONNECTIONS = 50
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,17 @@ class StaticCredentials:
 
 
 LOCAL_CREDENTIALS = StaticCredentials("local-endpoint", "local-endpoint")  # never valid at AWS
+SHARED_QUEUE_SERVICES = ("connect", "s3", "sqs", "dynamodb")
 
 
 def _endpoint(settings: AwsSettings, service: str) -> str | None:
     """The endpoint botocore will use: the configuration's, else the standard environment variables."""
-    configured = settings.connect_endpoint_url if service == "connect" else settings.s3_endpoint_url
+    configured = {
+        "connect": settings.connect_endpoint_url,
+        "s3": settings.s3_endpoint_url,
+        "sqs": settings.sqs_endpoint_url,
+        "dynamodb": settings.dynamodb_endpoint_url,
+    }[service]
     return (
         configured
         or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
@@ -70,13 +83,13 @@ def _local(url: str | None) -> bool:
         return False
 
 
-def endpoints_are_local(settings: AwsSettings) -> bool:
-    """Whether both Connect and S3 are served on this machine (the emulator and its S3)."""
-    return _local(_endpoint(settings, "connect")) and _local(_endpoint(settings, "s3"))
+def endpoints_are_local(settings: AwsSettings, services: tuple[str, ...] = ("connect", "s3")) -> bool:
+    """Whether every service named is served on this machine (the emulator and its S3, a local moto)."""
+    return all(_local(_endpoint(settings, service)) for service in services)
 
 
 async def usable_credentials(
-    settings: AwsSettings, given: StaticCredentials | None = None
+    settings: AwsSettings, given: StaticCredentials | None = None, *, shared_queue: bool = False
 ) -> tuple[StaticCredentials | None, bool]:
     """The credentials to create clients with (None: botocore's chain), and whether any were found: the
     given ones, the chain's, or, for endpoints on this machine only, placeholders."""
@@ -84,20 +97,30 @@ async def usable_credentials(
         return given, True
     if await get_session().get_credentials() is not None:
         return None, True
-    if endpoints_are_local(settings):
+    if endpoints_are_local(settings, SHARED_QUEUE_SERVICES if shared_queue else ("connect", "s3")):
         return LOCAL_CREDENTIALS, True
     return None, False
 
 
 class AwsClients:
-    """``async with AwsClients(settings) as aws: aws.s3 ..., aws.connect ...``"""
+    """``async with AwsClients(settings) as aws: aws.s3 ..., aws.connect ...``; with ``shared_queue``
+    also ``aws.sqs`` and ``aws.dynamodb``."""
 
     s3: S3Client
     connect: ConnectClient
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
 
-    def __init__(self, settings: AwsSettings, credentials: StaticCredentials | None = None) -> None:
+    def __init__(
+        self,
+        settings: AwsSettings,
+        credentials: StaticCredentials | None = None,
+        *,
+        shared_queue: bool = False,
+    ) -> None:
         self._settings = settings
         self._credentials = credentials
+        self._shared_queue = shared_queue
         self._stack = AsyncExitStack()
 
     def _client_options(self, service: str, endpoint_url: str | None) -> dict[str, Any]:
@@ -106,6 +129,8 @@ class AwsClients:
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=READ_TIMEOUT_SECONDS,
         )
+        if service in ("sqs", "dynamodb"):
+            config = config.merge(AioConfig(max_pool_connections=QUEUE_POOL_CONNECTIONS))
         if service == "s3":
             # SigV4 presigned URLs, as every region requires; path style for a configured endpoint
             # (an IP has no subdomains), botocore's choice otherwise.
@@ -133,6 +158,15 @@ class AwsClients:
                 "connect", **self._client_options("connect", self._settings.connect_endpoint_url)
             )
         )
+        if self._shared_queue:
+            self.sqs = await self._stack.enter_async_context(
+                session.create_client("sqs", **self._client_options("sqs", self._settings.sqs_endpoint_url))
+            )
+            self.dynamodb = await self._stack.enter_async_context(
+                session.create_client(
+                    "dynamodb", **self._client_options("dynamodb", self._settings.dynamodb_endpoint_url)
+                )
+            )
         return self
 
     async def __aexit__(

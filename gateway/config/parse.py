@@ -32,6 +32,7 @@ from gateway.settings import (
     HttpSettings,
     LogSettings,
     MessageSettings,
+    QueueMode,
     QueueSettings,
     RouteSettings,
     Settings,
@@ -92,6 +93,7 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
     dns = parse_dns(top.table("dns"))
     top.done()
     _postmaster_routed(smtp, routes)
+    _queue_apart(queue, attachments)
     return Settings(
         smtp=smtp,
         aws=aws,
@@ -171,8 +173,16 @@ def _aws(table: Table) -> AwsSettings:
     region = table.text("region", AwsSettings.region)
     connect = table.check("connect_endpoint_url", table.text("connect_endpoint_url"), _url)
     s3 = table.check("s3_endpoint_url", table.text("s3_endpoint_url"), _url)
+    sqs = table.check("sqs_endpoint_url", table.text("sqs_endpoint_url"), _url)
+    dynamodb = table.check("dynamodb_endpoint_url", table.text("dynamodb_endpoint_url"), _url)
     table.done()
-    return AwsSettings(region=region or AwsSettings.region, connect_endpoint_url=connect, s3_endpoint_url=s3)
+    return AwsSettings(
+        region=region or AwsSettings.region,
+        connect_endpoint_url=connect,
+        s3_endpoint_url=s3,
+        sqs_endpoint_url=sqs,
+        dynamodb_endpoint_url=dynamodb,
+    )
 
 
 def _bucket_name(value: str | None) -> str | None:
@@ -294,9 +304,52 @@ def _queue(table: Table) -> QueueSettings:
         readers=table.check("readers", table.get("readers", int, defaults.readers), _positive),
         reader_memory=table.size("reader_memory", defaults.reader_memory),
         smarthost=table.host_port("smarthost", defaults.smarthost),
+        queue_url=table.check("queue_url", table.text("queue_url"), _queue_url),
+        table=table.check("table", table.text("table"), _table_name),
+        prefix=table.check("prefix", table.get("prefix", str, defaults.prefix), _queue_prefix),
     )
+    if mode == QueueMode.SQS:
+        for key in ("queue_url", "table"):
+            if getattr(settings, key) is None:
+                raise table.error(key, 'is required when mode is "sqs"')
     table.done()
     return settings
+
+
+def _queue_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")) or value.rstrip("/").count("/") < 3:
+        return (
+            "must be the queue's URL, such as https://sqs.us-east-1.amazonaws.com/111122223333/mail-gateway"
+        )
+    return None
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
+
+def _table_name(value: str | None) -> str | None:
+    if value is None or _TABLE_NAME.fullmatch(value):
+        return None
+    return "is not a DynamoDB table name (3-255 letters, digits, '_', '-' and '.')"
+
+
+def _queue_prefix(value: str) -> str | None:
+    if not value:
+        return "must not be empty: the raw mail needs a prefix of its own"
+    return _prefix(value)
+
+
+def _queue_apart(queue: QueueSettings, attachments: AttachmentSettings) -> None:
+    """Raw mail and attachments have lifecycles of their own: their prefixes must not contain each other."""
+    if queue.mode != QueueMode.SQS:
+        return
+    if queue.prefix.startswith(attachments.prefix) or attachments.prefix.startswith(queue.prefix):
+        raise ConfigError(
+            f"queue.prefix: {queue.prefix!r} overlaps attachments.prefix {attachments.prefix!r}; "
+            'give raw mail a prefix of its own (such as "queue/")'
+        )
 
 
 def _match(value: str) -> str | None:

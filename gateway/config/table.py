@@ -105,7 +105,8 @@ class Table:
             raise self.error(key, str(error)) from None
 
     def choice(self, key: str, default: E) -> E:
-        """One of the words of ``default``'s enum; the error lists them (``must be "spool" or "sync"``)."""
+        """One of the words of ``default``'s enum; the error lists them (``must be "spool", "sync" or
+        "sqs"``)."""
         kind = type(default)
         value = self.get(key, str, default.value)
         if value not in kind._value2member_map_:

@@ -145,6 +145,10 @@ def _parse_in_worker(source: MailSource) -> ParsedMail:
     return parse_mail(source.load(), received=True)
 
 
+def _ready() -> None:
+    """A task that only proves a reader process is up."""
+
+
 def _limit_memory(limit: int) -> None:
     """In each worker process, before any mail: a mail that would need more fails there, not here."""
     if limit > 0:
@@ -175,6 +179,17 @@ class MailReader:
             initargs=(memory_limit,),
             context=context,
         )
+        self._warming: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the reader processes now, in the background and off the event loop: pebble starts its
+        pool in the thread of the first ``schedule``, and a fork server that preloads the parser takes a
+        second or more to start, which would stall every session at the first mail read."""
+        if self._warming is None:
+            self._warming = asyncio.get_running_loop().create_task(self._warm_up())
+
+    async def _warm_up(self) -> None:
+        await asyncio.wrap_future(await asyncio.to_thread(self._pool.schedule, _ready))
 
     async def read(self, source: MailSource, infected: Sequence[InfectedFile] = ()) -> ReadMail:
         """The read mail; :class:`~gateway.errors.UnreadableError` when it cannot be read within its budget
@@ -187,6 +202,9 @@ class MailReader:
         return await self._run(_parse_in_worker, (MailSource.of(content),))
 
     async def _run(self, task: Callable[..., T], arguments: tuple[object, ...]) -> T:
+        self.start()
+        assert self._warming is not None
+        await asyncio.shield(self._warming)  # one start for all, never cancelled by one reader's caller
         future = self._pool.schedule(task, args=arguments, timeout=self._budget)
         try:
             return await asyncio.wrap_future(future)
@@ -201,6 +219,8 @@ class MailReader:
             raise UnreadableError(f"reading it exhausted the reader: {type(error).__name__}") from None
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         self._pool.stop()  # type: ignore[no-untyped-call]
         self._pool.join(timeout=5)
 

@@ -27,12 +27,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.contact.request import thread_ids
-from gateway.delivery.deliverer import Deliverer, Pending
+from gateway.delivery.deliverer import Deliverer, Pacer, Pending
 from gateway.delivery.dsn import Failure, build_notification, send_notification
-from gateway.delivery.governor import Governor
 from gateway.delivery.queue import MailQueue
 from gateway.delivery.reading import MailSource, ReadMail
 from gateway.delivery.spool import LEASE_SECONDS, Notice, QueuedMail, TargetState
@@ -47,7 +46,7 @@ from gateway.trust.results import TrustResult
 if TYPE_CHECKING:
     from types_aiobotocore_connect.type_defs import StartEmailContactRequestTypeDef
 
-__all__ = ["POISON_FAILURES", "DeliveryWorkers", "backoff"]
+__all__ = ["POISON_FAILURES", "Budget", "DeliveryWorkers", "backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,14 @@ SUPERVISION_SECONDS = 1.0
 WORKER_RETRY_INITIAL = 0.1  # after an error a worker survived (a full disk): back-off from here...
 WORKER_RETRY_MAX = 10.0  # ...up to here
 POISON_FAILURES = 3  # unexpected failures of one mail before it is treated as unreadable
+
+
+class Budget(Pacer, Protocol):
+    """A pacer that also says how long a throttled mail should wait: the spool's
+    :class:`~gateway.delivery.governor.Governor`, or the shared queue's pacer."""
+
+    @property
+    def interval(self) -> float: ...
 
 
 def backoff(
@@ -86,7 +93,7 @@ class DeliveryWorkers:
         self,
         queue: MailQueue,
         deliverer: Deliverer,
-        governor: Governor,
+        governor: Budget,
         settings: QueueSettings,
         *,
         hostname: str,

@@ -16,7 +16,7 @@ verdict from it, rather than ``PROCESSING_FAILED`` on every mail.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,10 +151,12 @@ async def run_sandbox(
     mode: QueueMode | None = None,
     config: tuple[Path, Settings] | None = None,
     verdicts: bool = False,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """``sync`` (the default without a configuration): the SMTP reply names the ContactId. ``spool``: as
     in production, in a temporary spool that is removed at the end. ``config``: a file and its settings,
-    whose own queue (mode and path) is used unless ``mode`` is given. ``verdicts``: the checks on."""
+    whose own queue (mode and path) is used unless ``mode`` is given. ``verdicts``: the checks on.
+    ``allowed_hosts``: names the staging page answers to besides 127.0.0.1 and localhost."""
     region = config[1].aws.region if config else "us-east-1"
     s3 = EmbeddedS3(region=region).start()
     spool = tempfile.TemporaryDirectory(prefix="mail-gateway-sandbox-")
@@ -165,6 +167,7 @@ async def run_sandbox(
             EmulatedConnect(on_contact=lambda contact: out(contact_line(contact))),
             s3=s3,
             extra_routes=lambda app: add_health_routes(app, later),
+            allowed_hosts=allowed_hosts,
         )
         try:
             await emulator.start("127.0.0.1", http_port)
@@ -185,6 +188,10 @@ async def run_sandbox(
                 settings = configured_sandbox(config[1], smtp_port, emulator.url, s3.url)
                 if mode is not None:
                     settings = replace(settings, queue=replace(settings.queue, mode=mode))
+                if settings.queue.mode == QueueMode.SQS:  # one gateway: its spool stands in for the queue
+                    queue = replace(settings.queue, mode=QueueMode.SPOOL, path=Path(spool.name))
+                    settings = replace(settings, queue=queue)
+                    out("Queue      the file's shared queue (sqs) runs as a spool here: one gateway, no SQS")
             if verdicts:
                 settings = await present_engines(judging_settings(settings), out)
             async with _SandboxGateway(settings, SANDBOX_CREDENTIALS, serve_http=False) as gateway:

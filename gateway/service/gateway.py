@@ -26,9 +26,11 @@ from gateway.delivery.deliverer import Deliverer
 from gateway.delivery.governor import Governor
 from gateway.delivery.queue import LocalQueue
 from gateway.delivery.reading import MailReader
+from gateway.delivery.shared.pacer import SharedPacer
+from gateway.delivery.shared.queue import SharedQueue
 from gateway.delivery.sinks import DeliverNow, SpoolIntake
 from gateway.delivery.workers import DeliveryWorkers
-from gateway.errors import SpoolError, StartupError
+from gateway.errors import DeliveryError, SpoolError, StartupError
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.smtp import FrontDoor, SmtpServer
@@ -59,6 +61,7 @@ class Gateway:
         self._stack = AsyncExitStack()
         self.smtp: SmtpServer | None = None
         self.queue: LocalQueue | None = None
+        self.shared: SharedQueue | None = None  # sqs mode
         self.workers: DeliveryWorkers | None = None
         self.http: HttpEndpoint | None = None
         self.admission = Admission(settings.access, settings.limits, settings.auth)
@@ -100,16 +103,37 @@ class Gateway:
             log.info("resuming %d mail(s) that were being delivered when the gateway stopped", recovered)
         return queue
 
+    async def _open_shared(self, aws: AwsClients, work: Path) -> SharedQueue:
+        """The shared queue (sqs mode): its queue and table must answer at start, each failure naming its
+        setting."""
+        settings = self.settings
+        shared = SharedQueue(aws, settings.queue, settings.attachments, work / "shared", metrics=self.metrics)
+        try:
+            await shared.open()
+        except DeliveryError as error:
+            await shared.close()
+            key = {"dynamodb": "queue.table", "s3": "attachments.bucket"}.get(
+                error.service, "queue.queue_url"
+            )
+            raise StartupError(key, f"the shared queue cannot be used: {error}") from None
+        self._stack.push_async_callback(shared.close)
+        return shared
+
     async def _start(self) -> None:
         settings = self.settings
-        credentials, _ = await usable_credentials(settings.aws, self._credentials)
-        aws = await self._stack.enter_async_context(AwsClients(settings.aws, credentials))
+        queue_settings = settings.queue
+        shared = queue_settings.mode == QueueMode.SQS
+        credentials, _ = await usable_credentials(settings.aws, self._credentials, shared_queue=shared)
+        aws = await self._stack.enter_async_context(
+            AwsClients(settings.aws, credentials, shared_queue=shared)
+        )
         metrics = self.metrics
         store = S3AttachmentStore(aws.s3, settings.attachments, settings.aws, metrics)
         contacts = ConnectContacts(aws.connect, metrics)
-        queue_settings = settings.queue
-        # Parked mail needs the spool, even in sync mode.
-        if queue_settings.mode == QueueMode.SPOOL or settings.automatic.policy == AutomaticPolicy.DROP:
+        # Parked mail needs the spool, even in sync mode (sqs mode parks it in the shared queue).
+        if queue_settings.mode == QueueMode.SPOOL or (
+            queue_settings.mode == QueueMode.SYNC and settings.automatic.policy == AutomaticPolicy.DROP
+        ):
             self.queue = await self._open_queue()
         work = self._work_directory()
         reader = MailReader(
@@ -120,6 +144,7 @@ class Gateway:
             memory_limit=queue_settings.reader_memory,
         )
         self._stack.callback(reader.close)
+        reader.start()
         trust = None
         if settings.authentication.enabled or settings.filters.enabled:
             from gateway.trust.judge import Trust  # its libraries load only when a check is configured
@@ -141,6 +166,21 @@ class Gateway:
             )
             self._stack.push_async_callback(self._stop_workers, self.workers)
             sink = SpoolIntake(self.queue, queue_settings.min_free_disk, self.workers.wake)
+        elif shared:
+            self.shared = await self._open_shared(aws, work)
+            pacer = SharedPacer(self.shared.table, queue_settings.rate_per_second, queue_settings.burst)
+            self._stack.push_async_callback(pacer.close)
+            self.workers = DeliveryWorkers(
+                self.shared,
+                deliverer,
+                pacer,
+                queue_settings,
+                hostname=settings.smtp.hostname,
+                url_expiry_seconds=settings.attachments.url_expiry_seconds,
+                lease_seconds=self.shared.visibility,
+            )
+            self._stack.push_async_callback(self._stop_workers, self.workers)
+            sink = SpoolIntake(self.shared, queue_settings.min_free_disk, self.workers.wake)
         else:
             incoming = self.queue.incoming if self.queue is not None else work
             sink = DeliverNow(deliverer, incoming, self.queue, queue_settings.unreadable)
@@ -192,7 +232,8 @@ class Gateway:
 
     def ready(self) -> tuple[bool, str]:
         """SMTP listening, the spool writable with room (and its last write worked), every delivery
-        worker running, and in sync mode AWS answering lately."""
+        worker running, in sync mode AWS answering lately, and in sqs mode S3, SQS and DynamoDB each
+        answering lately."""
         if self.smtp is None or not self.smtp.listening:
             return False, "the SMTP listener is not up"
         if self.queue is not None:
@@ -202,6 +243,12 @@ class Gateway:
                 return False, "the spool's disk is below min_free_disk"
             if self.queue.write_failure is not None:
                 return False, f"the spool could not be written: {self.queue.write_failure}"
+        if self.shared is not None:
+            answering, reason = self.shared.health()
+            if not answering:
+                return False, reason
+            if self.shared.free_bytes() < self.settings.queue.min_free_disk:
+                return False, "the disk where mails arrive is below min_free_disk"
         if self.workers is not None:
             running, reason = self.workers.health()
             if not running:
@@ -218,6 +265,11 @@ class Gateway:
             self.metrics.set_queue(
                 {state.value: count for state, count in (await self.queue.counts()).items()}
             )
+        if self.shared is not None:
+            try:
+                self.metrics.set_queue(await self.shared.counts())
+            except DeliveryError as error:  # the scrape still answers; /readyz says what is wrong
+                log.warning("the shared queue's depth could not be read: %s", error.summary)
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

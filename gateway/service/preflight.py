@@ -5,8 +5,8 @@ server loads them; warnings for limits that could go wrong (relays behind a prox
 default connections); the configured DNS resolvers, rspamd and clamd answer (:mod:`gateway.trust.probe`);
 credentials resolve (endpoints on this machine, the emulator, need none); each Connect instance exists;
 each route's destination is an email address of its instance; each named contact flow exists; the bucket
-takes a put, a presigned GET and a delete. The exit status is 0 only when nothing failed (warnings do not
-fail).
+takes a put, a presigned GET and a delete; in sqs mode, the shared queue (:mod:`.queue_checks`). The exit
+status is 0 only when nothing failed (warnings do not fail).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from gateway.config.machine import read_memory_limit
 from gateway.errors import ConfigError, DeliveryError, StartupError
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.tls import server_context
-from gateway.settings import Settings
+from gateway.settings import QueueMode, Settings
 from gateway.trust.probe import probe
 
 __all__ = ["Check", "Status", "local_checks", "run_checks"]
@@ -73,7 +73,8 @@ async def run_checks(
     checks = [Check(Status.PASS, "config", f"{len(settings.routes)} route(s)")]
     checks += local_checks(settings, read_memory_limit() if memory is None else memory)
     checks += [Check(Status.PASS if p.ok else Status.FAIL, p.item, p.detail) for p in await probe(settings)]
-    credentials, found = await usable_credentials(settings.aws, credentials)
+    shared = settings.queue.mode == QueueMode.SQS
+    credentials, found = await usable_credentials(settings.aws, credentials, shared_queue=shared)
     if not found:
         checks.append(
             Check(Status.FAIL, "credentials", "none found (environment, shared files, instance or pod role)")
@@ -84,9 +85,13 @@ async def run_checks(
     else:
         checks.append(Check(Status.PASS, "credentials", "found"))
     try:
-        async with AwsClients(settings.aws, credentials) as aws:
+        async with AwsClients(settings.aws, credentials, shared_queue=shared) as aws:
             checks += await _connect_checks(settings, aws)
             checks.append(await _attempt(f"bucket {settings.attachments.bucket}", _bucket(settings, aws)))
+            if shared:  # the queue, the dead-letter queue, the table and the permissions (sqs mode)
+                from gateway.service.queue_checks import shared_queue_checks
+
+                checks += await shared_queue_checks(settings, aws)
     except DeliveryError as error:
         checks.append(Check(Status.FAIL, "aws", str(error)))
     return checks

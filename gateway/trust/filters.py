@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import struct
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 import aiohttp
 from multidict import CIMultiDict
 
+from gateway.addresses import is_ip_literal
 from gateway.errors import StartupError
 from gateway.settings import ClamdAddress
 
@@ -77,7 +77,7 @@ class Rspamd:
         user: str | None = None,
     ) -> RspamdAnswer:
         headers: CIMultiDict[str] = CIMultiDict()
-        if _is_ip(client):
+        if is_ip_literal(client):
             headers["IP"] = client
         if helo:
             headers["Helo"] = helo
@@ -138,14 +138,6 @@ def _why(error: Exception) -> str:
     if isinstance(error, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return "not an HTTP answer"
     return "the connection failed"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class Clamd:

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import aiohttp
 
+from gateway.addresses import is_ip_literal
 from gateway.mail import MailContent
 from gateway.message.mime import ParsedMail, parse_mail, smtp_header_view
 from gateway.observe.metrics import Metrics
@@ -284,7 +285,7 @@ class Trust:
     async def _spf(self, facts: SessionFacts, blocking: Blocking, deadline: float) -> SpfResult:
         identity = "mailfrom" if facts.sender else "helo"
         domain = (facts.sender.rpartition("@")[2] if facts.sender else facts.helo).lower()
-        if not _is_ip(facts.client):
+        if not is_ip_literal(facts.client):
             return SpfResult(Result.NONE, identity, domain, "no client address")
         budget = max(0.1, deadline - asyncio.get_running_loop().time())
         job = asyncio.to_thread(checks.check_spf, facts.client, facts.sender, facts.helo, blocking, budget)
@@ -399,14 +400,6 @@ class Trust:
             return VirusResult(Verdict.PROCESSING_FAILED, comment=str(failures[0]))
         comment = "" if whole_fits else "too large to scan whole: its files were scanned"
         return VirusResult(Verdict.PASS, comment=comment)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 async def _optional(job: Coroutine[None, None, T] | None) -> T | None:

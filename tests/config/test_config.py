@@ -141,7 +141,7 @@ def test_settings_are_frozen() -> None:
         ),
         (config(attachments={"bucket": "b-1", "store_original": "never"}), "attachments.store_original:"),
         (config(message={"prefer_body": "rtf"}), 'message.prefer_body: must be "html" or "text"'),
-        (config(queue={"mode": "fast"}), 'queue.mode: must be "spool" or "sync"'),
+        (config(queue={"mode": "fast"}), 'queue.mode: must be "spool", "sync" or "sqs"'),
         (
             config(tls={"certificate": "/no/such/file"}),
             "tls.certificate: /no/such/file is not a readable file",

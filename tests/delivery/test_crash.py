@@ -12,10 +12,9 @@ import asyncio
 import os
 import random
 import signal
-import smtplib
 import subprocess
 import sys
-import time
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from gateway.delivery.spool import MailState, Spool
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 
-from ..helpers import ROOT, free_port, http_get, make_mail, wait_until
+from ..helpers import ROOT, free_port, http_get, numbered_mail, send_until_accepted, wait_until
 
 MAILS = 300
 CLIENTS = 6
@@ -67,47 +66,22 @@ instance_id = "crash-instance"
 
 
 def message(number: int) -> bytes:
-    return make_mail(
-        sender=f"customer{number}@client.test",
-        subject=f"Mail number {number}",
-        message_id=f"<crash-{number}@client.test>",
-        text=f"body {number}",
-        attachments=[(f"{number}.pdf", "application/pdf", os.urandom(512))],
-    ).as_bytes()
-
-
-def send_until_accepted(port: int, number: int, raw: bytes) -> int:
-    """An MTA's behaviour: the same bytes again until a 250; returns how many tries it took."""
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-                client.sendmail(f"customer{number}@client.test", ["support@example.com"], raw)
-            return tries
-        except smtplib.SMTPResponseException as error:
-            if error.smtp_code >= 500:  # an MTA gives up on a 5xx: the gateway must never answer one here
-                raise
-            time.sleep(0.05)
-        except (OSError, smtplib.SMTPException):
-            time.sleep(0.05)
+    return numbered_mail(number, "crash", attachment_bytes=512)
 
 
 async def ready(http_port: int) -> None:
     """Until /readyz says the gateway has started (listener, spool, workers): its working life begins."""
 
-    async def answers() -> bool:
-        try:
-            status, _ = await http_get(http_port, "/readyz")
-        except aiohttp.ClientError:
-            return False
-        return status == 200
-
+    last = "no answer"
     for _ in range(1200):
-        if await answers():
+        try:
+            status, last = await http_get(http_port, "/readyz")
+        except aiohttp.ClientError as error:
+            status, last = 0, str(error)
+        if status == 200:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("the gateway did not come back")
+    raise AssertionError(f"the gateway did not come back: {last}")
 
 
 class GatewayProcess:
@@ -149,12 +123,13 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     accepted: set[int] = set()
     resent = 0
     pending = list(mails)
+    stop = threading.Event()  # a failure ends the clients' threads too, so that the run does not hang
 
     async def client() -> None:
         nonlocal resent
         while pending:
             number = pending.pop()
-            tries = await asyncio.to_thread(send_until_accepted, port, number, mails[number])
+            tries = await asyncio.to_thread(send_until_accepted, [port], number, mails[number], 10, stop)
             resent += tries > 1
             accepted.add(number)
 
@@ -171,7 +146,13 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             gateway.start()
         return kills
 
-    kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    try:
+        kills, *_ = await asyncio.gather(killer(), *(client() for _ in range(CLIENTS)))
+    except BaseException:
+        gateway.kill()
+        raise
+    finally:
+        stop.set()
     assert kills is not None
     assert kills >= 3, "the gateway was not killed often enough for the test to mean anything"
     assert accepted == set(mails)

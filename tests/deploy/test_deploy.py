@@ -23,13 +23,14 @@ from gateway.config.frontdoor import MAX_DEFAULT_CONNECTIONS
 from gateway.service.gateway import Gateway
 from gateway.service.preflight import PROBE_PREFIX
 from gateway.service.resources import FILES_PER_CONNECTION
-from gateway.settings import AttachmentSettings, QueueSettings, Settings, SmtpSettings
+from gateway.settings import AttachmentSettings, QueueMode, QueueSettings, Settings, SmtpSettings
 
 from ..helpers import ROOT
 from ..helpers import http_get as get
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
+SHARED = KUBERNETES / "shared-queue"  # sqs mode: a Deployment and its autoscaler, no volumes
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -49,10 +50,10 @@ def instruction(name: str) -> str:
     return args
 
 
-def manifests() -> dict[str, list[dict[str, Any]]]:
-    """Every Kubernetes document, by kind."""
+def manifests(directory: Path = KUBERNETES) -> dict[str, list[dict[str, Any]]]:
+    """Every Kubernetes document of a kustomization's directory, by kind."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(KUBERNETES.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             found.setdefault(document["kind"], []).append(document)
     return found
@@ -221,6 +222,52 @@ def pod_labels() -> dict[str, str]:
     labels: dict[str, str] = stateful_set["spec"]["template"]["metadata"]["labels"]
     assert stateful_set["spec"]["selector"]["matchLabels"].items() <= labels.items()
     return labels
+
+
+def test_the_shared_queue_pods_keep_nothing_of_their_own(tmp_path: Path) -> None:
+    """sqs mode: a Deployment (no StatefulSet, no claim); its only writable directories are scratch."""
+    found = manifests(SHARED)
+    assert "StatefulSet" not in found
+    [config_map] = found["ConfigMap"]
+    settings = load_text(config_map["data"]["config.toml"], tmp_path)
+    assert settings.queue.mode == QueueMode.SQS and settings.queue.queue_url and settings.queue.table
+    [deployment] = found["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert "volumeClaimTemplates" not in deployment["spec"]
+    assert all(set(volume) & {"configMap", "emptyDir"} for volume in pod["volumes"])
+    [container] = pod["containers"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert str(settings.queue.path) in mounts  # the scratch directory, an emptyDir
+    assert mounts[str(serve_args(container["args"]).parent)] == "config"
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert settings.http.listen is not None
+    assert ports == {"smtp": settings.smtp.port, "http": settings.http.listen[1]}
+    assert settings.access.proxy_protocol and settings.access.proxy_trusted
+    pause = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pod["terminationGracePeriodSeconds"] >= pause + settings.queue.shutdown_grace + 10
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_autoscaler_owns_the_shared_queue_deployment() -> None:
+    found = manifests(SHARED)
+    [deployment], [autoscaler] = found["Deployment"], found["HorizontalPodAutoscaler"]
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert "replicas" not in deployment["spec"]  # a fixed count would fight the autoscaler
+    assert autoscaler["spec"]["minReplicas"] >= 2  # behind one MX name, never a single pod
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    services = {s["metadata"]["name"]: s for s in found["Service"]}
+    annotations = services["mail-gateway-smtp"]["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
+    for selector in [s["spec"]["selector"] for s in services.values()] + [
+        found["PodDisruptionBudget"][0]["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"],
+    ]:
+        assert selector.items() <= labels.items()
+    [kustomization] = found["Kustomization"]
+    assert set(kustomization["resources"]) == {p.name for p in SHARED.glob("*.yaml")} - {"kustomization.yaml"}
+    [account] = found["ServiceAccount"]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
 # -- AWS --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import aiohttp
@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.contact import contract
 from gateway.sandbox.emulator.connect import Answer, AttachmentFetch, Contact, EmulatedConnect
 from gateway.sandbox.emulator.faults import FaultInjector, Faults
+from gateway.sandbox.emulator.hosts import HostCheck
 from gateway.sandbox.emulator.page import add_page_routes
 from gateway.service.health import serve_app
 
@@ -72,8 +73,11 @@ class EmulatorServer:
         faults: FaultInjector | None = None,
         s3: FaultyS3 | None = None,
         extra_routes: Callable[[web.Application], None] | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
-        """``extra_routes`` adds routes of others on this port (the sandbox's /metrics, /healthz, /readyz)."""
+        """``extra_routes`` adds routes of others on this port (the sandbox's /metrics, /healthz, /readyz);
+        ``allowed_hosts``: names the page answers to besides its own (see :mod:`.hosts`)."""
+        self.hosts = HostCheck(allowed_hosts)
         self.connect = connect
         self._extra_routes = extra_routes
         self.faults = faults or FaultInjector()
@@ -85,7 +89,7 @@ class EmulatorServer:
         self.port = 0
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self.hosts.middleware])
         app.router.add_put("/contact/email", self._start_email_contact)
         app.router.add_get("/instance/{instance}", self._describe_instance)
         app.router.add_post("/search-email-addresses", self._search_email_addresses)
@@ -102,6 +106,7 @@ class EmulatorServer:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.hosts.listening_on(host)
         self._runner, self.port = await serve_app(self.application(), host, port)
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS))
 
