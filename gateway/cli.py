@@ -231,17 +231,23 @@ def _serve(settings: Settings, path: Path) -> int:
     """Serve until SIGTERM; SIGHUP reloads ``path`` (:mod:`gateway.service.reload`)."""
     from gateway.service.gateway import Gateway, until_signalled
     from gateway.service.reload import pid_written, reload_config
+    from gateway.service.resources import event_loop_factory, prepare
+
+    factory = event_loop_factory(settings.smtp.event_loop)
+    prepare(settings)
 
     async def run() -> None:
         async with Gateway(settings) as gateway:
             log = logging.getLogger("gateway")
-            log.info("listening for SMTP on %s:%d", settings.smtp.host, gateway.smtp_port)
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+            log.info("listening for SMTP on %s:%d (%s)", settings.smtp.host, gateway.smtp_port, loop)
             if gateway.http is not None and settings.http.listen is not None:
                 log.info("metrics and health on http://%s:%d", settings.http.listen[0], gateway.http.port)
             with pid_written(settings):
                 await until_signalled(hangup=lambda: reload_config(gateway, path))
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run())
     return 0
 
 

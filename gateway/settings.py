@@ -30,6 +30,7 @@ __all__ = [
     "ContentPolicy",
     "DnsSettings",
     "EngineFailure",
+    "EventLoop",
     "FailAction",
     "FilterSettings",
     "HttpSettings",
@@ -85,6 +86,14 @@ class Body(StrEnum):
 
     HTML = "html"
     TEXT = "text"
+
+
+class EventLoop(StrEnum):
+    """Which asyncio event loop runs the gateway."""
+
+    AUTO = "auto"  # uvloop when it is installed (the ``fast`` extra), else asyncio's own
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
 
 
 class LogFormat(StrEnum):
@@ -146,7 +155,9 @@ class AccessSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    max_connections: int = 100
+    max_connections: int = (
+        100  # the configuration file's default is what memory affords (config/frontdoor.py)
+    )
     max_connections_per_client: int = 50  # Postfix's smtpd_client_connection_count_limit
     max_mails_per_client_per_minute: int = 60
     max_recipients: int = 100
@@ -160,6 +171,13 @@ class LimitSettings:
     )
     max_received_headers: int = 25
     max_junk_commands: int = 100  # NOOP, RSET, VRFY, HELP without a mail: then 421 (Postfix: 100)
+    backlog: int | None = None  # the listen queue; None: twice max_connections (the kernel caps it)
+
+    @property
+    def listen_backlog(self) -> int:
+        """Connections the kernel may queue before they are accepted: beyond max_connections too, so that
+        a burst is answered (421 when full) instead of left hanging in a full accept queue."""
+        return self.backlog if self.backlog is not None else 2 * self.max_connections
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,7 @@ class SmtpSettings:
     postmaster: str | None = (
         None  # where mail to postmaster goes; unset: the first route with a fixed address
     )
+    event_loop: EventLoop = EventLoop.AUTO
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.addresses import AddressError, parse_address
 from gateway.config.frontdoor import parse_access, parse_auth, parse_automatic, parse_limits, parse_tls
+from gateway.config.machine import read_memory_limit
 from gateway.config.placement import (
     MAX_PREFIX_CHARS,
     bucket_name,
@@ -47,7 +48,7 @@ from gateway.settings import (
     SmtpSettings,
 )
 
-__all__ = ["MAX_PREFIX_CHARS", "Host", "load_config", "parse_config", "physical_memory", "split_host_port"]
+__all__ = ["MAX_PREFIX_CHARS", "Host", "load_config", "parse_config", "split_host_port"]
 
 
 @dataclass(frozen=True)
@@ -56,23 +57,16 @@ class Host:
     and passes it in, so that :func:`parse_config` is a pure function of its inputs."""
 
     hostname: str  # the default greeting name: the machine's FQDN
-    memory: int  # bytes the gateway may use: bounds the default number of connections
+    memory: int  # bytes the gateway may use (the cgroup's limit, else the RAM): bounds the connections
     readable: Callable[[Path], bool]  # whether a file named in the configuration can be read
 
     @classmethod
     def this_machine(cls) -> Host:
-        return cls(socket.getfqdn(), physical_memory(), _readable_file)
+        return cls(socket.getfqdn(), read_memory_limit(), _readable_file)
 
 
 def _readable_file(path: Path) -> bool:
     return path.is_file() and os.access(path, os.R_OK)
-
-
-def physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError):  # not on this platform: assume a small machine
-        return 2 * 1024**3
 
 
 def load_config(path: str | Path, host: Host | None = None) -> Settings:
@@ -97,7 +91,7 @@ def parse_config(document: Mapping[str, Any], host: Host) -> Settings:
     tls = parse_tls(top.table("tls"), host.readable)
     auth = parse_auth(top.table("auth"), tls, host.readable)
     access = parse_access(top.table("access"), auth)
-    limits = parse_limits(top.table("limits"), smtp.max_message_size, host.memory)
+    limits = parse_limits(top.table("limits"), host.memory)
     automatic = parse_automatic(top.table("automatic"))
     log = _log(top.table("log"))
     http = _http(top.table("http"))
@@ -146,8 +140,16 @@ def _smtp(table: Table, machine_name: str) -> SmtpSettings:
         "max_message_size", table.get("max_message_size", int, defaults.max_message_size), _positive
     )
     postmaster = table.check("postmaster", table.text("postmaster"), _address)
+    event_loop = table.choice("event_loop", defaults.event_loop)
     table.done()
-    return SmtpSettings(host=host, port=port, hostname=hostname, max_message_size=size, postmaster=postmaster)
+    return SmtpSettings(
+        host=host,
+        port=port,
+        hostname=hostname,
+        max_message_size=size,
+        postmaster=postmaster,
+        event_loop=event_loop,
+    )
 
 
 def _address(value: str | None) -> str | None:

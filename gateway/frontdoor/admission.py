@@ -10,6 +10,7 @@ the per-client limits; the total number of connections still holds for them.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import time
 from collections import defaultdict, deque
@@ -23,13 +24,23 @@ __all__ = ["Admission", "in_networks"]
 RATE_WINDOW_SECONDS = 60.0
 
 
-def in_networks(address: str, networks: Iterable[Network]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address, parsed once: each mail asks about it several times (clients, relay, AUTH),
+    and the parse showed in the accept path's profile."""
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:  # not an IP (a UNIX socket): treat as local
-        return False
+    except ValueError:  # not an IP (a UNIX socket)
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+        return ip.ipv4_mapped
+    return ip
+
+
+def in_networks(address: str, networks: Iterable[Network]) -> bool:
+    ip = _ip(address)
+    if ip is None:  # not an IP (a UNIX socket): treat as local
+        return False
     return any(ip.version == network.version and ip in network for network in networks)
 
 

@@ -628,9 +628,10 @@ class SmtpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         door = self._door
+        backlog = door.limits.listen_backlog  # at least max_connections: a burst waits, then hears 421
         self._servers.append(
             await loop.create_server(
-                lambda: GatewaySMTP(self._door, loop=loop), door.smtp.host, door.smtp.port
+                lambda: GatewaySMTP(self._door, loop=loop), door.smtp.host, door.smtp.port, backlog=backlog
             )
         )
         if self._implicit_tls is not None:
@@ -641,6 +642,7 @@ class SmtpServer:
                     host,
                     port,
                     ssl=door.tls_context,
+                    backlog=backlog,
                 )
             )
 

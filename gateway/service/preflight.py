@@ -33,8 +33,8 @@ from gateway.aws.clients import (
     usable_credentials,
 )
 from gateway.aws.placement import Placement, placement, route_attachments
-from gateway.config import physical_memory
 from gateway.config.frontdoor import memory_per_connection
+from gateway.config.machine import read_memory_limit
 from gateway.errors import ConfigError, DeliveryError, StartupError
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.tls import server_context
@@ -81,9 +81,9 @@ class _CheckFailed(Exception):
 async def run_checks(
     settings: Settings, credentials: StaticCredentials | None = None, memory: int | None = None
 ) -> list[Check]:
-    """``memory``: the machine's, in bytes (read from it unless given)."""
+    """``memory``: the machine's, in bytes (its cgroup limit or RAM, read unless given)."""
     checks = [Check(Status.PASS, "config", f"{len(settings.routes)} route(s)")]
-    checks += local_checks(settings, physical_memory() if memory is None else memory)
+    checks += local_checks(settings, read_memory_limit() if memory is None else memory)
     checks += [Check(Status.PASS if p.ok else Status.FAIL, p.item, p.detail) for p in await probe(settings)]
     shared = settings.queue.mode == QueueMode.SQS
     credentials, found = await usable_credentials(settings.aws, credentials, shared_queue=shared)
@@ -216,15 +216,19 @@ def _limit_warnings(settings: Settings, memory: int) -> list[Check]:
                 )
             )
     limits, size = settings.limits, settings.smtp.max_message_size
-    need = limits.max_connections * memory_per_connection(size)
+    need = limits.max_connections * memory_per_connection(limits.max_line_length)
+    judged = settings.authentication.enabled or settings.filters.enabled
+    if judged:  # the sender checks and the filters read each mail whole, once per connection
+        need += limits.max_connections * size
     if need > memory:
+        cause = f" of {size / 1024**2:.0f} MiB mails judged whole" if judged else ""
         warnings.append(
             Check(
                 Status.WARN,
                 "limits.max_connections",
-                f"{limits.max_connections} connections of {size / 1024**2:.0f} MiB mails may need "
-                f"{need / 1024**3:.1f} GiB at once, more than this machine's {memory / 1024**3:.1f} GiB: "
-                "lower smtp.max_message_size if such mails are not expected",
+                f"{limits.max_connections} connections{cause} may need {need / 1024**2:,.0f} MiB at once, "
+                f"more than this machine's {memory / 1024**2:,.0f} MiB: lower limits.max_connections"
+                + (" or smtp.max_message_size" if judged else ""),
             )
         )
     return warnings

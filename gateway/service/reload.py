@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 # What a running gateway keeps until it restarts, by the name an operator finds in the file.
 RESTART_ONLY: dict[str, Callable[[Settings], Any]] = {
     "smtp.listen": lambda s: (s.smtp.host, s.smtp.port),
+    "smtp.event_loop": lambda s: s.smtp.event_loop,
+    "limits.backlog (the listen queue, twice max_connections by default)": lambda s: s.limits.listen_backlog,
     "tls.implicit_listen": lambda s: s.tls.implicit_listen,
     "http.listen": lambda s: s.http.listen,
     "queue.path": lambda s: s.queue.path,
@@ -101,7 +103,10 @@ def with_restart_settings_of(running: Settings, new: Settings) -> Settings:
     return replace(
         new,
         aws=aws,
-        smtp=replace(new.smtp, host=running.smtp.host, port=running.smtp.port),
+        smtp=replace(
+            new.smtp, host=running.smtp.host, port=running.smtp.port, event_loop=running.smtp.event_loop
+        ),
+        limits=replace(new.limits, backlog=running.limits.listen_backlog),
         tls=replace(new.tls, implicit_listen=running.tls.implicit_listen),
         http=running.http,
         queue=replace(running.queue, rate_per_second=new.queue.rate_per_second, burst=new.queue.burst),

@@ -19,8 +19,10 @@ import yaml
 
 from gateway.cli import _parser
 from gateway.config import load_config
+from gateway.config.frontdoor import MAX_DEFAULT_CONNECTIONS
 from gateway.service.gateway import Gateway
 from gateway.service.preflight import PROBE_PREFIX
+from gateway.service.resources import FILES_PER_CONNECTION
 from gateway.settings import AttachmentSettings, QueueMode, QueueSettings, Settings, SmtpSettings
 
 from ..helpers import ROOT
@@ -331,6 +333,8 @@ def test_the_systemd_unit_is_non_root_and_waits_for_the_drain() -> None:
     assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
     timeout = float(service["TimeoutStopSec"].removesuffix("s"))
     assert timeout > QueueSettings().shutdown_grace
+    # the gateway raises its soft open-files limit to this hard one: room for the default connections
+    assert int(service["LimitNOFILE"]) >= FILES_PER_CONNECTION * MAX_DEFAULT_CONNECTIONS
 
 
 def test_the_postfix_example_relays_the_domain_through_the_transport_map() -> None:

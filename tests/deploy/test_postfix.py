@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import physical_memory
+from gateway.config import read_memory_limit
 from gateway.config.frontdoor import parse_limits
 from gateway.config.table import Table
 from gateway.replies import EARLIER_CONTACT
 from gateway.sandbox.emulator import EmulatorServer
 from gateway.sandbox.s3server import EmbeddedS3
 from gateway.service.gateway import Gateway
-from gateway.settings import DEFAULT_MAX_MESSAGE_SIZE, AccessSettings, RouteSettings, Settings
+from gateway.settings import AccessSettings, RouteSettings, Settings
 
 from ..helpers import (
     CREDENTIALS,
@@ -256,7 +256,7 @@ async def test_a_postfix_relay_at_its_default_20_connections_is_never_refused(
     connections at once. It starts at 20 here (initial_destination_concurrency; it would climb there as
     deliveries succeed), and each delivery takes a while (sync mode, Connect answering in 300 ms), so that
     the 20 are open together. The gateway runs with the configuration file's default limits."""
-    limits = parse_limits(Table({}, "limits"), DEFAULT_MAX_MESSAGE_SIZE, physical_memory())
+    limits = parse_limits(Table({}, "limits"), read_memory_limit())
     settings = make_settings(emulator, s3_server, bucket, ROUTES)
     settings = Settings(
         **{**vars(settings), "limits": limits, "access": AccessSettings(relay_networks=relay_networks)}

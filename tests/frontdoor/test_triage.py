@@ -107,18 +107,40 @@ def test_networks_match_mapped_and_unmapped_addresses() -> None:
 
 
 def test_memory_budget_is_checked_against_the_machine() -> None:
+    """DATA streams to a file past 256 KiB, so a connection costs 768 KiB whatever the size limit: half of a
+    2 GiB container affords 1,365 (the default stops at 1,000), and 1,000 of them need 750 MiB."""
     gib = 1024**3
-    defaults = parse_limits(Table({}, "limits"), 40 * 1024**2, memory=24 * gib)
-    assert defaults.max_connections == 200
+    defaults = parse_limits(Table({}, "limits"), memory=24 * gib)
+    assert defaults.max_connections == 1000
+    assert defaults.listen_backlog == 2000
     assert defaults.max_connections_per_client == 50
     assert defaults.max_mails_per_client_per_minute == 60
+    assert parse_limits(Table({}, "limits"), memory=gib).max_connections == 682
     # A small machine still takes a relay's 20 connections and more: the default never goes below 50.
-    small = parse_limits(Table({}, "limits"), 40 * 1024**2, memory=2 * gib)
+    small = parse_limits(Table({}, "limits"), memory=64 * 1024**2)
     assert small.max_connections == 50
-    with pytest.raises(ConfigError, match=r"limits.max_connections: 500 connections of 40 MiB mails"):
-        parse_limits(Table({"max_connections": 500}, "limits"), 40 * 1024**2, memory=24 * gib)
-    with pytest.raises(ConfigError, match=r"limits.max_connections: 50 connections of 40 MiB mails"):
-        parse_limits(Table({"max_connections": 50}, "limits"), 40 * 1024**2, memory=2 * gib)
+    assert parse_limits(Table({"max_connections": 1000}, "limits"), memory=2 * gib).max_connections == 1000
+    with pytest.raises(ConfigError, match=r"limits.max_connections: 1000 connections may need 750 MiB"):
+        parse_limits(Table({"max_connections": 1000}, "limits"), memory=gib // 2)
+    # Longer lines cost more: each connection may hold three of them.
+    with pytest.raises(ConfigError, match=r"100 connections may need 356 MiB while mails arrive \(3,648 KiB"):
+        parse_limits(Table({"max_connections": 100, "max_line_length": "1MiB"}, "limits"), memory=gib // 4)
+
+
+def test_the_connection_cost_knows_where_a_mail_spills_to_a_file() -> None:
+    """The configuration (a lower layer) cannot import the DATA path's threshold: they must agree."""
+    from gateway.config import frontdoor
+    from gateway.delivery import incoming
+
+    assert frontdoor.SMALL_MAIL_BYTES == incoming.SMALL_MAIL_BYTES
+
+
+def test_the_listen_backlog_is_configurable() -> None:
+    limits = parse_limits(Table({"max_connections": 10, "backlog": 4096}, "limits"), memory=1024**3)
+    assert (limits.max_connections, limits.listen_backlog) == (10, 4096)
+    assert parse_limits(Table({"max_connections": 10}, "limits"), memory=1024**3).listen_backlog == 20
+    with pytest.raises(ConfigError, match=r"limits.backlog: must be at least 1"):
+        parse_limits(Table({"backlog": 0}, "limits"), memory=1024**3)
 
 
 def test_relays_skip_the_per_client_limits_but_not_the_total() -> None:

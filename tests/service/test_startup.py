@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from gateway.errors import StartupError
 from gateway.frontdoor.tls import server_context
 from gateway.service.preflight import local_checks
-from gateway.settings import AttachmentSettings, AwsSettings, Settings, SmtpSettings, TlsSettings
+from gateway.settings import (
+    AttachmentSettings,
+    AwsSettings,
+    FilterSettings,
+    Settings,
+    SmtpSettings,
+    TlsSettings,
+)
 
 from ..helpers import ROOT, unavailable
 
@@ -213,14 +221,21 @@ def test_a_good_pair_loads(pems: Path) -> None:
 
 
 def test_check_warns_when_memory_is_short_for_the_default_connections() -> None:
-    """The default never goes below 50 connections; a small machine is told what that may cost."""
+    """The default never goes below 50 connections; a small machine is told what that may cost, and the
+    sender checks and filters, which read each mail whole, count the size limit once per connection."""
     settings = Settings(SmtpSettings(), AwsSettings(), AttachmentSettings("b-1"), ())
-    [warning] = local_checks(settings, memory=2 * 1024**3)
+    [warning] = local_checks(settings, memory=64 * 1024**2)
     assert str(warning) == (
-        "WARN limits.max_connections: 100 connections of 40 MiB mails may need 11.7 GiB at once, more than "
-        "this machine's 2.0 GiB: lower smtp.max_message_size if such mails are not expected"
+        "WARN limits.max_connections: 100 connections may need 75 MiB at once, more than this machine's "
+        "64 MiB: lower limits.max_connections"
     )
-    assert local_checks(settings, memory=16 * 1024**3) == []
+    assert local_checks(settings, memory=2 * 1024**3) == []
+    judged = replace(settings, filters=FilterSettings(rspamd_url="http://127.0.0.1:11333"))
+    [warning] = local_checks(judged, memory=2 * 1024**3)
+    assert str(warning) == (
+        "WARN limits.max_connections: 100 connections of 40 MiB mails judged whole may need 4,075 MiB at "
+        "once, more than this machine's 2,048 MiB: lower limits.max_connections or smtp.max_message_size"
+    )
 
 
 def test_the_sandbox_names_its_own_options(listening: int) -> None:
