@@ -136,6 +136,12 @@ class Replies:
     DMARC_REFUSED = Reply(
         550, "5.7.1", "The domain {domain} asks (DMARC p=reject) to refuse mail that fails its authentication"
     )
+    DMARC_QUARANTINE_REFUSED = Reply(
+        550,
+        "5.7.1",
+        "The domain {domain} asks (DMARC p=quarantine) to set apart mail that fails its "
+        "authentication, and this gateway refuses such mail",
+    )
     SPF_REFUSED = Reply(550, "5.7.1", "SPF: {domain} does not allow your server to send its mail")
     SPAM_REFUSED = Reply(550, "5.7.1", "The message was refused as spam")
     VIRUS_REFUSED = Reply(554, "5.7.1", "The message was refused: a virus was found ({signature})")

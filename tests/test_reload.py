@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import signal
 import smtplib
+import subprocess
 from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.service.reload import pid_file, signal_reload
 
 from .helpers import eventually, mail
 from .test_cli_operations import (
@@ -99,3 +105,24 @@ def test_an_invalid_new_configuration_leaves_the_old_one_serving(
     assert process.returncode == 0, stderr
     assert "configuration not reloaded, the running one stays" in stderr
     assert "routes[1].match: must be an address, *@domain or *" in stderr
+
+
+def test_a_pid_file_left_by_a_killed_gateway_signals_no_other_process(tmp_path: Path) -> None:
+    """After a SIGKILL the pid file stays; its pid may belong to another process by then: never SIGHUP it
+    (its default action would end it)."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[attachments]\nbucket = "b-1"\n[queue]\npath = "{tmp_path / "spool"}"\n'
+        '[[routes]]\nmatch = "*"\ninstance_id = "i"\n'
+    )
+    settings = load_config(config)
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        pid_file(settings).parent.mkdir(parents=True)
+        pid_file(settings).write_text(f"{other.pid}\n")
+        with pytest.raises(OSError, match="not a mail gateway"):
+            signal_reload(settings)
+        assert other.poll() is None  # still running: no signal reached it
+    finally:
+        other.kill()
+        other.wait()

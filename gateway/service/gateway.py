@@ -20,6 +20,7 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from gateway.aws.clients import AwsClients, ClientPool, StaticCredentials, usable_credentials
 from gateway.contact.routing import Router
@@ -42,6 +43,9 @@ from gateway.observe.metrics import Metrics
 from gateway.service.health import HttpEndpoint
 from gateway.service.places import RoutePlaces, placements
 from gateway.settings import AutomaticPolicy, QueueMode, Settings
+
+if TYPE_CHECKING:
+    from gateway.trust.judge import Trust
 
 __all__ = ["Gateway", "until_signalled"]
 
@@ -66,6 +70,7 @@ class Gateway:
         self.queue: LocalQueue | None = None
         self.shared: SharedQueue | None = None  # sqs mode
         self.workers: DeliveryWorkers | None = None
+        self.trust: Trust | None = None  # with [authentication] or [filters]
         self.http: HttpEndpoint | None = None
         self.admission = Admission(settings.access, settings.limits, settings.auth)
         self.metrics = Metrics()
@@ -82,13 +87,19 @@ class Gateway:
         return self
 
     def _work_directory(self) -> Path:
-        """Where readers put attachment bodies (and sync mode its arriving mails): beside the spool, or a
-        private temporary directory; emptied at start, removed at the end when it is temporary."""
+        """Where readers put attachment bodies (and sync and sqs modes their arriving mails): beside the
+        spool, emptied at start; else a private temporary directory, removed at the end: in sqs mode under
+        ``[queue] path`` (the scratch volume an operator sized; gateways sharing it each have their own),
+        in sync mode under the system's."""
         if self.queue is not None:
             work = self.settings.queue.path / WORK_DIRECTORY
             MailReader.clean(work)
             return work
-        temporary = tempfile.TemporaryDirectory(prefix="mail-gateway-")
+        scratch = None
+        if self.settings.queue.mode == QueueMode.SQS:
+            scratch = self.settings.queue.path
+            scratch.mkdir(parents=True, exist_ok=True)
+        temporary = tempfile.TemporaryDirectory(prefix="mail-gateway-", dir=scratch)
         self._stack.callback(temporary.cleanup)
         return Path(temporary.name)
 
@@ -154,6 +165,7 @@ class Gateway:
             from gateway.trust.judge import Trust  # its libraries load only when a check is configured
 
             trust = Trust.from_settings(settings, metrics)
+            self.trust = trust
             self._stack.push_async_callback(trust.close)
         budget: BudgetFactory | None = None  # spool mode: a governor per quota in this process
         if shared:
@@ -270,6 +282,8 @@ class Gateway:
             self._tls_context = context
             self._watch_certificates(settings)
         self.admission.reconfigure(settings.access, settings.limits, settings.auth)
+        if self.trust is not None:
+            self.trust.reconfigure(settings.access.relay_networks)
         self.smtp.door = replace(
             self.smtp.door,
             smtp=settings.smtp,

@@ -80,6 +80,15 @@ SHARED_QUEUE_RESTART_ONLY: dict[str, Callable[[Settings], Any]] = {
     "aws.region (where the shared queue is reached)": lambda s: s.aws.region,
     "aws.sqs_endpoint_url": lambda s: s.aws.sqs_endpoint_url,
     "aws.dynamodb_endpoint_url": lambda s: s.aws.dynamodb_endpoint_url,
+    # Raw mail is written where the queue was opened: these name that place.
+    "attachments.bucket (where raw mail waits)": lambda s: s.attachments.bucket,
+    "attachments.sse, attachments.kms_key_id": lambda s: (s.attachments.sse, s.attachments.kms_key_id),
+    "aws.s3_endpoint_url (the shared queue's)": lambda s: s.aws.s3_endpoint_url,
+}
+
+# Sync mode parks automatic mail in a spool opened at start only if the policy was "drop" then.
+SYNC_RESTART_ONLY: dict[str, Callable[[Settings], Any]] = {
+    "automatic.policy (in sync mode, parking needs the spool opened at start)": lambda s: s.automatic.policy,
 }
 
 
@@ -88,6 +97,8 @@ def needs_restart(running: Settings, new: Settings) -> list[str]:
     checked = dict(RESTART_ONLY)
     if running.queue.mode == new.queue.mode == QueueMode.SQS:
         checked |= SHARED_QUEUE_RESTART_ONLY
+    if running.queue.mode == new.queue.mode == QueueMode.SYNC:
+        checked |= SYNC_RESTART_ONLY
     return [name for name, value in checked.items() if value(running) != value(new)]
 
 
@@ -98,11 +109,27 @@ def with_restart_settings_of(running: Settings, new: Settings) -> Settings:
         sqs_endpoint_url=running.aws.sqs_endpoint_url,
         dynamodb_endpoint_url=running.aws.dynamodb_endpoint_url,
     )
-    if running.queue.mode == QueueMode.SQS:  # the shared queue's region: routes that inherit it stay too
-        aws = replace(aws, region=running.aws.region)
+    attachments = replace(
+        new.attachments,
+        allowed_file_types=running.attachments.allowed_file_types,
+        max_file_size=running.attachments.max_file_size,
+        max_total_size=running.attachments.max_total_size,
+    )
+    automatic = new.automatic
+    if running.queue.mode == QueueMode.SQS:  # where the shared queue lives: routes that inherit it stay too
+        aws = replace(aws, region=running.aws.region, s3_endpoint_url=running.aws.s3_endpoint_url)
+        attachments = replace(
+            attachments,
+            bucket=running.attachments.bucket,
+            sse=running.attachments.sse,
+            kms_key_id=running.attachments.kms_key_id,
+        )
+    if running.queue.mode == QueueMode.SYNC:
+        automatic = replace(new.automatic, policy=running.automatic.policy)
     return replace(
         new,
         aws=aws,
+        automatic=automatic,
         smtp=replace(
             new.smtp, host=running.smtp.host, port=running.smtp.port, event_loop=running.smtp.event_loop
         ),
@@ -115,12 +142,7 @@ def with_restart_settings_of(running: Settings, new: Settings) -> Settings:
         dns=running.dns,
         message=running.message,
         log=running.log,
-        attachments=replace(
-            new.attachments,
-            allowed_file_types=running.attachments.allowed_file_types,
-            max_file_size=running.attachments.max_file_size,
-            max_total_size=running.attachments.max_total_size,
-        ),
+        attachments=attachments,
     )
 
 
@@ -176,5 +198,9 @@ def signal_reload(settings: Settings) -> int:
     if not text.isdigit():
         raise OSError(f"{path} holds no pid")
     pid = int(text)
+    command = Path(f"/proc/{pid}/cmdline")
+    if command.exists() and b"gateway" not in command.read_bytes():
+        # A pid file left by a gateway that was killed: SIGHUP would end whatever process has its pid now.
+        raise OSError(f"{path} names pid {pid}, which is not a mail gateway (left by one that was killed?)")
     os.kill(pid, signal.SIGHUP)
     return pid

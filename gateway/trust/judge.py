@@ -140,6 +140,11 @@ class Trust:
             else Clamd(filters.clamd_address, filters.clamd_timeout, filters.clamd_max_size)
         )
 
+    def reconfigure(self, relay_networks: Sequence[Network]) -> None:
+        """A reload's ``[access] relay_networks``: the one list that exempts own routers from the limits
+        also exempts them from being judged as the internet is, so both change together."""
+        self._relay_networks = tuple(relay_networks)
+
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Trust:
         return cls(

@@ -91,7 +91,9 @@ def _authentication(auth: AuthResults, settings: AuthenticationSettings) -> list
     if dmarc.result is Result.FAIL and dmarc.disposition is Policy.QUARANTINE:
         return [
             _choice(
-                settings.dmarc_quarantine, "dmarc", Replies.DMARC_REFUSED.format(domain=dmarc.from_domain)
+                settings.dmarc_quarantine,
+                "dmarc",
+                Replies.DMARC_QUARANTINE_REFUSED.format(domain=dmarc.from_domain),
             )
         ]
     if dmarc.result is not Result.PASS and auth.spf.result is Result.FAIL:

@@ -131,3 +131,30 @@ def test_in_sqs_mode_the_shared_queue_and_where_it_is_reached_need_a_restart(set
     assert needs_restart(running, kept) == []
     # A changed mode is named once: not also as the shared queue's settings it brings.
     assert needs_restart(settings, new) == ["queue.mode"]
+
+
+def test_what_the_running_queue_was_opened_with_stays_until_a_restart(settings: Settings) -> None:
+    """Sync mode parks automatic mail only in a spool opened at start; sqs mode writes raw mail to the
+    bucket (and with the encryption) it was opened with."""
+    from gateway.service.reload import needs_restart, with_restart_settings_of
+    from gateway.settings import AutomaticPolicy, QueueMode
+
+    running = replace(settings, queue=replace(settings.queue, mode=QueueMode.SYNC))
+    dropping = replace(running, automatic=replace(running.automatic, policy=AutomaticPolicy.DROP))
+    assert needs_restart(running, dropping) == [
+        "automatic.policy (in sync mode, parking needs the spool opened at start)"
+    ]
+    assert with_restart_settings_of(running, dropping).automatic.policy == running.automatic.policy
+
+    queue = replace(settings.queue, mode=QueueMode.SQS, queue_url="http://127.0.0.1:1/1/q", table="state")
+    shared = replace(settings, queue=queue)
+    moved = replace(shared, attachments=replace(shared.attachments, bucket="elsewhere", sse="aws:kms"))
+    assert needs_restart(shared, moved) == [
+        "attachments.bucket (where raw mail waits)",
+        "attachments.sse, attachments.kms_key_id",
+    ]
+    kept = with_restart_settings_of(shared, moved)
+    assert (kept.attachments.bucket, kept.attachments.sse) == (
+        shared.attachments.bucket,
+        shared.attachments.sse,
+    )

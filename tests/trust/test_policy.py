@@ -81,6 +81,13 @@ EICAR = VirusResult(Verdict.FAIL, ("Eicar",), (InfectedFile(0, "a.com", "00", "E
             ),
             (None, ("dmarc",)),
         ),
+        (
+            outcome(
+                auth(Result.FAIL, Policy.QUARANTINE),
+                authentication=AuthenticationSettings(dmarc_quarantine=FailAction.REFUSE),
+            ),
+            (Replies.DMARC_QUARANTINE_REFUSED.format(domain="x.test"), ()),
+        ),
         (outcome(s=SpamResult(Verdict.FAIL, "reject")), (Replies.SPAM_REFUSED, ())),
         (outcome(s=SpamResult(Verdict.GRAY, "soft reject")), (Replies.SPAM_DEFERRED, ())),
         (outcome(s=SpamResult(Verdict.GRAY, "greylist")), (Replies.GREYLISTED, ())),
