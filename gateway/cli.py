@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         help="a gateway configuration (routes, limits, attachments...) to run against the emulator; the "
-        "sandbox provides the listen addresses, the AWS endpoints and the bucket",
+        "sandbox provides the listen addresses, the AWS endpoints and the bucket (a route's own too)",
     )
     sandbox.add_argument(
         "--verdicts",
