@@ -20,9 +20,10 @@ from typing import Any
 
 from gateway.addresses import AddressError, parse_address
 from gateway.aws.attachments import DryRunStore
+from gateway.aws.placement import placement, route_attachments
 from gateway.config import load_config
 from gateway.contact.routing import Router
-from gateway.delivery.deliverer import Deliverer, unique_targets
+from gateway.delivery.deliverer import Deliverer, Place, unique_targets
 from gateway.delivery.reading import read_here
 from gateway.errors import ConfigError, RefusedError, StartupError
 from gateway.mail import InMemoryContent, Target
@@ -32,6 +33,7 @@ from gateway.settings import (
     AttachmentSettings,
     AwsSettings,
     QueueMode,
+    RouteSettings,
     Settings,
     SmtpSettings,
 )
@@ -74,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         help="a gateway configuration (routes, limits, attachments...) to run against the emulator; the "
-        "sandbox provides the listen addresses, the AWS endpoints and the bucket",
+        "sandbox provides the listen addresses, the AWS endpoints and the bucket (a route's own too)",
     )
     sandbox.add_argument(
         "--verdicts",
@@ -391,6 +393,20 @@ class _NothingSent:
         raise RuntimeError("mail-gateway parse sends nothing")
 
 
+class _DryRunPlaces:
+    """Each route's place as the running gateway has it (its region, endpoints, bucket and prefix), so
+    the printed S3 URLs and original's locator are the ones its contacts would carry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def __call__(self, route: RouteSettings) -> Place:
+        where = placement(route, self._settings.aws)
+        attachments = route_attachments(route, self._settings.attachments)
+        store = DryRunStore(attachments, where.aws)
+        return Place(store, _NothingSent(), attachments, where.quota, where)
+
+
 def _parse(args: argparse.Namespace) -> int:
     from gateway.sandbox.run import sandbox_route
 
@@ -405,7 +421,9 @@ def _parse(args: argparse.Namespace) -> int:
         )
     raw = args.file.read_bytes()
     store = DryRunStore(settings.attachments, settings.aws)
-    deliverer = Deliverer(store, _NothingSent(), settings.attachments, settings.content_policy)
+    deliverer = Deliverer(
+        store, _NothingSent(), settings.attachments, settings.content_policy, places=_DryRunPlaces(settings)
+    )
     read = read_here(raw, settings.content_policy, received=False)  # a file keeps its own line ends
     mail = read.fitted.mail
     router = Router(settings.routes)

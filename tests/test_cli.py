@@ -69,6 +69,32 @@ def test_parse_with_a_config_and_rcpt(eml: Path, tmp_path: Path) -> None:
     assert "550 5.7.1" in refused.stderr
 
 
+def test_parse_places_each_routes_attachments_where_its_contacts_would(eml: Path, tmp_path: Path) -> None:
+    """A route with its own region, bucket and prefix prints its own S3 URLs and original's locator."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[aws]\nregion = "eu-west-1"\n'
+        '[attachments]\nbucket = "dublin-attachments"\nprefix = "in/"\nstore_original = "always"\n'
+        '[[routes]]\nmatch = "support@example.com"\ninstance_id = "instance-dublin"\n'
+        '[[routes]]\nmatch = "*@example.org"\ninstance_id = "instance-london"\nregion = "eu-west-2"\n'
+        'bucket = "london-attachments"\nprefix = "uk/"\n'
+    )
+    result = run("parse", str(eml), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    dublin, london = json.loads(result.stdout)
+    assert dublin["Attachments"][0]["S3Url"].startswith(
+        "https://dublin-attachments.s3.eu-west-1.amazonaws.com/in/"
+    )
+    assert london["Attachments"][0]["S3Url"].startswith(
+        "https://london-attachments.s3.eu-west-2.amazonaws.com/uk/"
+    )
+    original = london["References"]["Original email"]["Value"]
+    assert original.startswith(
+        "https://s3.console.aws.amazon.com/s3/object/london-attachments?region=eu-west-2&"
+    )
+    assert "prefix=uk%2F" in original
+
+
 def test_a_bad_config_names_its_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[attachments]\nbucket = "b-1"\n[[routes]]\nmatch = "nope"\ninstance_id = "i"\n')

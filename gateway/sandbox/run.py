@@ -4,7 +4,8 @@ Without a configuration every recipient is routed to the emulated instance with 
 destination, with no per-client limits (a test suite sends as fast as it can), so any mail an application
 sends shows up as the contact Connect would create. With ``--config FILE`` it is that file's gateway (its
 routes, limits, attachment and message rules, queue, TLS, AUTH and access) with only what the sandbox
-must provide replaced: the listen addresses, the AWS endpoints and the bucket; it says so at start.
+must provide replaced: the listen addresses, the AWS endpoints and the bucket, a route's own included (its
+role and endpoints and bucket: staging never reaches production's); it says so at start.
 
 With ``verdicts`` the gateway's own checks run as on an MX: SPF, DKIM, DMARC and ARC through the
 configured (or the system's) resolver, spam through rspamd and viruses through clamd (the file's
@@ -79,15 +80,31 @@ def sandbox_settings(smtp_port: int, connect_url: str, s3_url: str, queue: Queue
 
 
 def configured_sandbox(settings: Settings, smtp_port: int, connect_url: str, s3_url: str) -> Settings:
-    """A configuration file's gateway with the sandbox's listeners, endpoints and bucket."""
+    """A configuration file's gateway with the sandbox's listeners, endpoints and bucket, also in place of
+    a route's own (else its traffic would reach production's endpoints, role and bucket). A route keeps
+    its region and prefix: the emulator's records still show where it would go."""
     tls = settings.tls
     return replace(
         settings,
+        routes=tuple(_sandboxed(route) for route in settings.routes),
         smtp=replace(settings.smtp, host="127.0.0.1", port=smtp_port),
         aws=replace(settings.aws, connect_endpoint_url=connect_url, s3_endpoint_url=s3_url),
         attachments=replace(settings.attachments, bucket=SANDBOX_BUCKET),
         tls=replace(tls, implicit_listen=("127.0.0.1", 0) if tls.implicit_listen else None),
         http=HttpSettings(listen=None),  # health and metrics are on the emulator's port
+    )
+
+
+def _sandboxed(route: RouteSettings) -> RouteSettings:
+    """The route on the sandbox's endpoints and bucket, under the sandbox's credentials (no role)."""
+    return replace(
+        route,
+        role_arn=None,
+        external_id=None,
+        bucket=None,
+        connect_endpoint_url=None,
+        s3_endpoint_url=None,
+        sts_endpoint_url=None,
     )
 
 
@@ -229,7 +246,8 @@ class _SandboxGateway(Gateway):
 def _provided(path: Path, settings: Settings) -> str:
     return (
         f"Config     {path}: everything from the file (queue mode {settings.queue.mode}) except what the "
-        f"sandbox provides: the listen addresses, the AWS endpoints (emulated) and the bucket"
+        f"sandbox provides: the listen addresses, the AWS endpoints (emulated) and the bucket, each route's "
+        "own role, endpoints and bucket included"
     )
 
 
