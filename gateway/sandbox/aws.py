@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gateway.sandbox.s3server import MotoServer
+
 __all__ = ["EmbeddedAWS"]
 
 POLL_SECONDS = 0.5
@@ -89,41 +91,9 @@ class _Serialized:
                 self._sent.wait(min(POLL_SECONDS, left))
 
 
-class EmbeddedAWS:
+class EmbeddedAWS(MotoServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        try:
-            from moto.moto_server.werkzeug_app import (
-                DomainDispatcherApplication,
-                MotoRequestHandler,
-                create_backend_app,
-            )
-            from werkzeug.serving import make_server
-        except ImportError as error:  # pragma: no cover - depends on the installation
-            raise RuntimeError(
-                "the embedded AWS needs the sandbox extra: pip install 'connect-mail-gateway[sandbox]'"
-            ) from error
-
-        class QuietHandler(MotoRequestHandler):
-            def log_request(self, *args: object) -> None:
-                """No line per request on the terminal."""
-
-        self.app = _Serialized(DomainDispatcherApplication(create_backend_app))
-        self._server: Any = make_server(host, port, self.app, threaded=True, request_handler=QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> EmbeddedAWS:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        super().__init__(host, port, _Serialized, "embedded-aws", "AWS")
 
 
 def main(argv: list[str] | None = None) -> int:

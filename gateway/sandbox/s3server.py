@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 
 import botocore.session
 
-__all__ = ["SANDBOX_KEY", "EmbeddedS3"]
+__all__ = ["SANDBOX_KEY", "EmbeddedS3", "MotoServer"]
 
 SANDBOX_KEY = "sandbox"  # moto accepts any credentials; these are never real
 _SLOW_DOWN = (
@@ -20,8 +21,11 @@ _SLOW_DOWN = (
 )
 
 
-class EmbeddedS3:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1") -> None:
+class MotoServer:
+    """moto's server in a thread of this process, quiet, on ``host:port`` (0: a free one); ``wrap`` puts
+    something around moto's WSGI application (fault injection, a lock), ``what`` names it in errors."""
+
+    def __init__(self, host: str, port: int, wrap: Callable[[Any], Any], name: str, what: str) -> None:
         try:
             from moto.moto_server.werkzeug_app import (
                 DomainDispatcherApplication,
@@ -31,20 +35,37 @@ class EmbeddedS3:
             from werkzeug.serving import make_server
         except ImportError as error:  # pragma: no cover - depends on the installation
             raise RuntimeError(
-                "the embedded S3 needs the sandbox extra: pip install 'connect-mail-gateway[sandbox]'"
+                f"the embedded {what} needs the sandbox extra: pip install 'connect-mail-gateway[sandbox]'"
             ) from error
 
         class QuietHandler(MotoRequestHandler):
             def log_request(self, *args: object) -> None:
                 """No line per request on the terminal."""
 
-        app = DomainDispatcherApplication(create_backend_app)
+        app = wrap(DomainDispatcherApplication(create_backend_app))
+        self._server: Any = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class EmbeddedS3(MotoServer):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1") -> None:
         self.error_rate = 0.0  # share of requests answered 503 SlowDown, for fault injection
-        self._server: Any = make_server(
-            host, port, self._faulty(app), threaded=True, request_handler=QuietHandler
-        )
         self.region = region
-        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-s3", daemon=True)
+        super().__init__(host, port, self._faulty, "embedded-s3", "S3")
 
     def _faulty(self, app: Any) -> Any:
         def serve(environ: dict[str, Any], start_response: Any) -> Any:
@@ -54,20 +75,6 @@ class EmbeddedS3:
             return app(environ, start_response)
 
         return serve
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> EmbeddedS3:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
     def client(self) -> Any:
         """A plain (synchronous) botocore S3 client for this server."""
