@@ -114,8 +114,14 @@ class _Expression:
             self.values[placeholder] = encode(value)
         return text
 
-    def options(self) -> dict[str, Any]:
+    def options(
+        self, condition: str | None = None, values: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The request's expression options, with ``condition`` (its ``:name`` values given by name)."""
         options: dict[str, Any] = {}
+        if condition:
+            arguments = {f":{name}": value for name, value in (values or {}).items()}
+            options["ConditionExpression"] = self.condition(condition, arguments)
         if self.names:
             options["ExpressionAttributeNames"] = self.names
         if self.values:
@@ -160,13 +166,7 @@ class Table:
     async def put(
         self, key: str, item: Mapping[str, Any], *, condition: str | None = None, **values: Any
     ) -> None:
-        expression = _Expression()
-        options: dict[str, Any] = {}
-        if condition:
-            options["ConditionExpression"] = expression.condition(
-                condition, {f":{k}": v for k, v in values.items()}
-            )
-            options.update(expression.options())
+        options = _Expression().options(condition, values)
         encoded = {name: encode(value) for name, value in item.items()}
         encoded[KEY] = {"S": key}
         with self._answers.call("dynamodb"):
@@ -207,12 +207,7 @@ class Table:
             )
         if remove:
             clauses.append("REMOVE " + ", ".join(expression.path(p) for p in remove))
-        options: dict[str, Any] = {}
-        if condition:
-            options["ConditionExpression"] = expression.condition(
-                condition, {f":{k}": v for k, v in values.items()}
-            )
-        options.update(expression.options())
+        options = expression.options(condition, values)
         with self._answers.call("dynamodb"):
             answer = await self._client.update_item(
                 TableName=self.name,
@@ -225,13 +220,7 @@ class Table:
         return decode_item(answer.get("Attributes", {}))
 
     async def delete(self, key: str, *, condition: str | None = None, **values: Any) -> None:
-        expression = _Expression()
-        options: dict[str, Any] = {}
-        if condition:
-            options["ConditionExpression"] = expression.condition(
-                condition, {f":{k}": v for k, v in values.items()}
-            )
-            options.update(expression.options())
+        options = _Expression().options(condition, values)
         with self._answers.call("dynamodb"):
             await self._client.delete_item(TableName=self.name, Key=self._key(key), **options)
 
