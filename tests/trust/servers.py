@@ -250,6 +250,18 @@ group "test" {{ symbols {{ "TEST_SCORE" {{ weight = 1.0; }} }} }}
     return config
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """An engine the tests started: asked to stop, then killed after 10 s; its stderr pipe closed."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    assert process.stderr is not None
+    process.stderr.close()
+
+
 @dataclass(frozen=True)
 class Rspamd:
     url: str
@@ -287,14 +299,7 @@ def rspamd(dns_port: int, timeout: float = 60.0) -> Iterator[Rspamd]:
                 time.sleep(0.05)
             yield Rspamd(f"http://127.0.0.1:{port}", time.monotonic() - started)
         finally:
-            process.terminate()  # the main process stops its workers
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            assert process.stderr is not None
-            process.stderr.close()
+            stop(process)  # rspamd's main process stops its workers
 
 
 @dataclass(frozen=True)
@@ -343,11 +348,4 @@ def clamd(timeout: float = 30.0) -> Iterator[Clamd]:
                 time.sleep(0.02)
             yield Clamd(directory / "clamd.sock", port, time.monotonic() - started)
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            assert process.stderr is not None
-            process.stderr.close()
+            stop(process)
