@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from gateway.delivery.spool import MailState, Spool, TargetState
 
 from ..helpers import ROOT, free_port
+from ..processes import tree_rss
 
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 MEMORY_BOUND = 160 * 1024 * 1024  # growth of the process tree over its idle size, one session at a time
@@ -46,22 +47,6 @@ REPLY_LINE = re.compile(rb"[2-5][0-9]{2}([ -][^\r\n\x00]*)?")
 ENHANCED = re.compile(rb"[245]\d{2}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 QUEUED = re.compile(rb"250 2\.0\.0 Queued as (\S+)")
 EXAMPLES = max(10, settings().max_examples // 3)  # 50 in the default (bounded) profile
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants, from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        rss = re.search(r"VmRSS:\s+(\d+) kB", status)
-        total += int(rss.group(1)) * 1024 if rss else 0
-    return total
 
 
 @dataclass
