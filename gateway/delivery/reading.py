@@ -89,29 +89,30 @@ class MailSource:
             return cls(database=database, mail_id=mail_id)
         return cls(data=content.read())
 
-    def load(self) -> bytes:
+    def open(self) -> BinaryIO:
+        """The mail's bytes to read in chunks: a large mail's file is never read whole."""
         if self.path is not None:
-            return self.path.read_bytes()
+            return open(self.path, "rb")
         if self.database is not None:
             with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
                 row = db.execute("SELECT raw FROM mail WHERE id = ?", (self.mail_id,)).fetchone()
             if row is None or row[0] is None:
                 raise FileNotFoundError(f"no mail {self.mail_id} in {self.database}")
-            return bytes(row[0])
-        return self.data or b""
+            return io.BytesIO(row[0])
+        return io.BytesIO(self.data or b"")
 
 
 def read_here(
-    raw: bytes,
+    raw: bytes | BinaryIO,
     policy: ContentPolicy,
     workdir: Path | None = None,
     *,
     received: bool = True,
     infected: Sequence[InfectedFile] = (),
 ) -> ReadMail:
-    """Parse and fit, in this process: a worker's task, and ``mail-gateway parse``'s (whole bytes, from a
-    file: ``received=False`` keeps its line ends as the file has them). ``infected``: files the virus scan
-    found, left out and named in the contact."""
+    """Parse and fit, in this process: a worker's task (the spool's file, read in chunks), and ``mail-gateway
+    parse``'s (``received=False``: a file keeps its line ends as the file has them). ``infected``: files the
+    virus scan found, left out and named in the contact."""
     parsed, left_out = without_infected(parse_mail(raw, received=received), infected)
     fitted = fit_mail(parsed, policy)
     if left_out:
@@ -138,11 +139,13 @@ def _in_worker(
     infected: Sequence[InfectedFile],
 ) -> ReadMail:
     contract.adopt(limits)  # the parent read them from botocore's model: no need to load it here
-    return read_here(source.load(), policy, workdir, infected=infected)
+    with source.open() as raw:
+        return read_here(raw, policy, workdir, infected=infected)
 
 
 def _parse_in_worker(source: MailSource) -> ParsedMail:
-    return parse_mail(source.load(), received=True)
+    with source.open() as raw:
+        return parse_mail(raw, received=True)
 
 
 def _ready() -> None:

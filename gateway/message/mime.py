@@ -8,13 +8,15 @@ its best reading.
 
 from __future__ import annotations
 
-import email
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from typing import BinaryIO
 
 from gateway.message.decoding import address_list, decode_bytes, decode_header
 from gateway.message.structure import Attachment, read_structure
@@ -30,6 +32,7 @@ __all__ = [
     "smtp_header_view",
 ]
 
+CHUNK_BYTES = 65536  # the parser is fed this much at a time: it never sees the whole mail as one text
 HEADER_BYTES = 65536  # enough of a mail to find its Message-ID for logs and listings
 MAX_MAILBOXES = 1000  # per header: far more than Connect takes, far fewer than a hostile header holds
 
@@ -62,10 +65,11 @@ class ParsedMail:
         return next((value for key, value in self.headers if key.lower() == wanted), None)
 
 
-def parse_mail(raw: bytes, *, received: bool = False) -> ParsedMail:
-    """The mail's best reading. ``received``: the bytes came over SMTP (CRLF line ends), and the header
-    section is read as the mail filters before the gateway read it (:func:`smtp_header_view`)."""
-    message = email.message_from_bytes(smtp_header_view(raw) if received else raw, policy=compat32)
+def parse_mail(raw: bytes | BinaryIO, *, received: bool = False) -> ParsedMail:
+    """The mail's best reading, from its bytes or a file of them (read in chunks: a large mail is never
+    held whole, nor as one decoded text). ``received``: the bytes came over SMTP (CRLF line ends), and the
+    header section is read as the mail filters before the gateway read it (:func:`smtp_header_view`)."""
+    message = _message(_chunks(raw, received))
     charset = _first_charset(message)
     for part in message.walk():
         _decode_8bit_headers(part, charset)
@@ -96,6 +100,30 @@ def parse_mail(raw: bytes, *, received: bool = False) -> ParsedMail:
         attachments=tuple(content.attachments),
         headers=headers,
     )
+
+
+def _message(chunks: Iterator[bytes]) -> Message:
+    """The standard library's parse of the chunks, fed as they come: what ``message_from_bytes`` does with
+    the same bytes (it feeds its parser too), without first decoding the whole mail into one string."""
+    parser = BytesFeedParser(policy=compat32)
+    for chunk in chunks:
+        parser.feed(chunk)
+    return parser.close()
+
+
+def _chunks(raw: bytes | BinaryIO, received: bool) -> Iterator[bytes]:
+    """The mail in chunks, its header section first (as :func:`smtp_header_view` reads it when
+    ``received``)."""
+    if isinstance(raw, bytes):
+        raw = io.BytesIO(raw)
+    if received:
+        head = b""
+        while (end := header_end(head)) == len(head) and (chunk := raw.read(CHUNK_BYTES)):
+            head += chunk
+        yield smtp_header_view(head[:end])
+        yield head[end:]
+    while chunk := raw.read(CHUNK_BYTES):
+        yield chunk
 
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")

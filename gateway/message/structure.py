@@ -88,6 +88,8 @@ class Content:
 
 
 def read_structure(message: Message) -> Content:
+    """The mail's bodies, files and reports. Reads the message once: each file's encoded payload is
+    dropped from it as soon as it is decoded."""
     content = Content()
     _read(message, content, 0)
     return content.finished()
@@ -142,6 +144,7 @@ def _read(part: Message, content: Content, depth: int) -> None:
         _read_text(part, content_type, content)
     else:
         content.attachments.append(_as_file(part, _payload(part)))
+        part.set_payload("")  # read once: its encoded text goes now, so a large mail is not held twice
 
 
 def _read_multipart(part: Message, content_type: str, content: Content, depth: int) -> None:
