@@ -32,6 +32,7 @@ from gateway.errors import GatewayError, RefusedError, UnreadableError
 from gateway.frontdoor.admission import Admission
 from gateway.frontdoor.credentials import Credentials
 from gateway.frontdoor.data import DataResult, read_data
+from gateway.frontdoor.lookup import FixedMethods, fixed_signature
 from gateway.frontdoor.triage import screen
 from gateway.mail import InMemoryContent, MailContent, MailSink, MailWriter, ReceivedMail, Target
 from gateway.message.automatic import Automatic
@@ -138,12 +139,13 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-class _Hooks:
+class _Hooks(FixedMethods):
     """The aiosmtpd handler: only what the protocol subclass does not do itself."""
 
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
 
+    @fixed_signature
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
@@ -171,7 +173,7 @@ class _Hooks:
         return str(Replies.LOCAL_ERROR)
 
 
-class GatewaySMTP(SMTP):
+class GatewaySMTP(FixedMethods, SMTP):
     def __init__(self, door: FrontDoor, *, implicit_tls: bool = False, **options: Any) -> None:
         limits = door.limits
         self.line_length_limit = limits.max_line_length + 2  # read by SMTP.__init__ for its stream reader
