@@ -100,10 +100,18 @@ asyncio.run(main())
 
 
 def gateway_config(
-    directory: Path, smtp: int, emulator: int, s3: int, loop: str, rate: float = 1000, extra: str = ""
+    directory: Path,
+    smtp: int,
+    emulator: int,
+    s3: int,
+    loop: str,
+    rate: float = 1000,
+    extra: str = "",
+    burst: int = 100,
 ) -> Path:
     """Spool mode, the default limits (max_connections 1,000 where memory affords it), loopback a relay;
-    ``rate``: the governor (2, Connect's default quota, keeps delivery from competing with the accepting)."""
+    ``rate`` and ``burst``: the governor (2 and 2, Connect's default quota, keep delivery from competing
+    with the accepting: a few contacts a second, as a real account's quota would)."""
     config = directory / f"gateway-{loop}.toml"
     config.write_text(
         f"""
@@ -119,7 +127,7 @@ bucket = "bench-attachments"
 [queue]
 path = "{directory / "spool"}"
 rate_per_second = {rate}
-burst = 100
+burst = {burst}
 workers = 8
 retry_initial = "100ms"
 retry_max = "2s"
@@ -247,11 +255,11 @@ class Servers:
         return process, port
 
     def gateway(
-        self, loop: str = "asyncio", rate: float = 1000, extra: str = ""
+        self, loop: str = "asyncio", rate: float = 1000, extra: str = "", burst: int = 100
     ) -> tuple[subprocess.Popen[bytes], int]:
         shutil.rmtree(self.directory / "spool", ignore_errors=True)
         port = free_port()
-        config = gateway_config(self.directory, port, self.emulator, self.s3, loop, rate, extra)
+        config = gateway_config(self.directory, port, self.emulator, self.s3, loop, rate, extra, burst)
         process = start(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config)], self.log, ENVIRONMENT
         )
@@ -357,7 +365,7 @@ def accept_rate(servers: Servers, results: list[dict[str, str]], messages: int, 
     for loop in loops:
         rates = {}
         for kind in ("bare", "gateway"):
-            process, port = servers.bare(loop) if kind == "bare" else servers.gateway(loop, rate=2)
+            process, port = servers.bare(loop) if kind == "bare" else servers.gateway(loop, rate=2, burst=2)
             try:
                 drive(smtp_source, port, 20, 200, 2000)  # warm up
                 rates[kind] = drive(smtp_source, port, 20, messages, 2000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -245,6 +246,9 @@ def _serve(settings: Settings, path: Path) -> int:
             log.info("listening for SMTP on %s:%d (%s)", settings.smtp.host, gateway.smtp_port, loop)
             if gateway.http is not None and settings.http.listen is not None:
                 log.info("metrics and health on http://%s:%d", settings.http.listen[0], gateway.http.port)
+            # What start-up built (imports, botocore's models, clients) lives as long as the process: the
+            # collector no longer walks it at every full collection (half the collector's time here).
+            gc.freeze()
             with pid_written(settings):
                 await until_signalled(hangup=lambda: reload_config(gateway, path))
 

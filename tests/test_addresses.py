@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway import addresses
 from gateway.addresses import Address, AddressError, parse_address, parse_path
 
 
@@ -81,3 +84,26 @@ def test_relay_tricks_in_the_local_part(text: str, relay: bool) -> None:
 def test_bang_path_without_domain_is_a_relay_attempt() -> None:
     address = parse_address("host!user")
     assert address.hides_a_relay and address.domain == ""
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.from_regex(addresses._EVERYDAY, fullmatch=True),
+        st.from_regex(r"[A-Za-z0-9.!#%+_~-]{1,70}@[A-Za-z0-9.-]{1,70}", fullmatch=True),
+    )
+)
+def test_everyday_addresses_read_as_email_validator_reads_them(text: str) -> None:
+    """The fast reading of an everyday address is email-validator's, and it takes no address that
+    email-validator refuses."""
+    fast = addresses._everyday(text)
+    if fast is None:
+        return
+    assert fast == addresses._validated(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["a@ab--cd.example", "a@xn--bcher-kva.example", "a@b.123", "a@b.c", "a..b@c.example"]
+)
+def test_doubtful_addresses_go_to_email_validator(text: str) -> None:
+    assert addresses._everyday(text) is None
