@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from gateway.delivery.spool import DATABASE, INCOMING, MailState, Notice, QueuedMail, Spool
+from gateway.delivery.spool import INCOMING, MailState, Notice, QueuedMail, Spool
 from gateway.errors import ConfigError, DeliveryError, SpoolError
 from gateway.mail import ReceivedMail
 from gateway.replies import Reply
@@ -105,10 +105,6 @@ class LocalQueue:
     @property
     def incoming(self) -> Path:
         return self._path / INCOMING
-
-    @property
-    def database(self) -> Path:
-        return self._path / DATABASE
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -2,33 +2,29 @@
 
 The standard library's MIME parser is pure Python and CPU-bound: on the event loop, one hostile mail would
 stall every session for as long as it takes. So mails are read in a small pool of worker processes
-(pebble's, started with ``forkserver`` so that each starts from a clean, small process), each capped in
-memory (``RLIMIT_AS``) and each mail in time (``budget``): a mail that takes longer, or makes its process
-die, is killed with it and reported :class:`~gateway.errors.UnreadableError`, and the process is replaced.
-The worker is handed where the mail is (its file, or its row in the spool), never the bytes of a large
-one, and hands back the fitted mail with every large attachment's body in a file beside the spool, so
-that the uploads stream from disk and no process ever holds all of a mail's attachments at once.
+(:mod:`.processes`, started with ``forkserver`` so that each starts from a clean, small process), each
+capped in memory (``RLIMIT_AS``) and each mail in time (``budget``): a mail that takes longer, or makes
+its process die, is killed with it and reported :class:`~gateway.errors.UnreadableError`, and the
+process is replaced. The worker is handed where the mail is (its file), never the bytes of a large one,
+and hands back the fitted mail with every large attachment's body in a file beside the spool, so that
+the uploads stream from disk and no process ever holds all of a mail's attachments at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import io
 import multiprocessing
 import resource
 import secrets
 import shutil
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from pebble import ProcessExpired, ProcessPool
-
 from gateway.contact import contract
 from gateway.contact.fitting import FittedMail, fit_mail
+from gateway.delivery.processes import ProcessDied, ProcessPool
 from gateway.errors import UnreadableError
 from gateway.mail import FileContent, MailContent
 from gateway.message.mime import ParsedMail, parse_mail
@@ -73,32 +69,22 @@ class ReadMail:
 
 @dataclass(frozen=True)
 class MailSource:
-    """Where a worker process finds a mail: a file, a row of the spool's database, or (a small mail that
-    is nowhere else) its bytes."""
+    """Where a worker process finds a mail: its file, or (a small mail, at most ``SMALL_MAIL_BYTES``:
+    cheaper to send through the pipe than to look up again) its bytes."""
 
     path: Path | None = None
-    database: Path | None = None
-    mail_id: str | None = None
     data: bytes | None = None
 
     @classmethod
-    def of(cls, content: MailContent, database: Path | None = None, mail_id: str | None = None) -> MailSource:
+    def of(cls, content: MailContent) -> MailSource:
         if isinstance(content, FileContent):
             return cls(path=content.path)
-        if database is not None and mail_id is not None:
-            return cls(database=database, mail_id=mail_id)
         return cls(data=content.read())
 
     def open(self) -> BinaryIO:
         """The mail's bytes to read in chunks: a large mail's file is never read whole."""
         if self.path is not None:
             return open(self.path, "rb")
-        if self.database is not None:
-            with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
-                row = db.execute("SELECT raw FROM mail WHERE id = ?", (self.mail_id,)).fetchone()
-            if row is None or row[0] is None:
-                raise FileNotFoundError(f"no mail {self.mail_id} in {self.database}")
-            return io.BytesIO(row[0])
         return io.BytesIO(self.data or b"")
 
 
@@ -148,10 +134,6 @@ def _parse_in_worker(source: MailSource) -> ParsedMail:
         return parse_mail(raw, received=True)
 
 
-def _ready() -> None:
-    """A task that only proves a reader process is up."""
-
-
 def _limit_memory(limit: int) -> None:
     """In each worker process, before any mail: a mail that would need more fails there, not here."""
     if limit > 0:
@@ -176,23 +158,18 @@ class MailReader:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         self._pool = ProcessPool(
-            max_workers=processes,
-            max_tasks=TASKS_PER_PROCESS,
+            processes,
+            context=context,
             initializer=_limit_memory,
             initargs=(memory_limit,),
-            context=context,
+            max_tasks=TASKS_PER_PROCESS,
         )
-        self._warming: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the reader processes now, in the background and off the event loop: pebble starts its
-        pool in the thread of the first ``schedule``, and a fork server that preloads the parser takes a
-        second or more to start, which would stall every session at the first mail read."""
-        if self._warming is None:
-            self._warming = asyncio.get_running_loop().create_task(self._warm_up())
-
-    async def _warm_up(self) -> None:
-        await asyncio.wrap_future(await asyncio.to_thread(self._pool.schedule, _ready))
+        """Start the reader processes now, in the background and off the event loop: a fork server that
+        preloads the parser takes a second or more to start, which would stall every session at the
+        first mail read."""
+        self._pool.start()
 
     async def read(self, source: MailSource, infected: Sequence[InfectedFile] = ()) -> ReadMail:
         """The read mail; :class:`~gateway.errors.UnreadableError` when it cannot be read within its budget
@@ -206,26 +183,17 @@ class MailReader:
 
     async def _run(self, task: Callable[..., T], arguments: tuple[object, ...]) -> T:
         self.start()
-        assert self._warming is not None
-        await asyncio.shield(self._warming)  # one start for all, never cancelled by one reader's caller
-        future = self._pool.schedule(task, args=arguments, timeout=self._budget)
         try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()  # type: ignore[no-untyped-call]  # the process reading it is stopped too
-            raise
-        except concurrent.futures.TimeoutError:
+            return await self._pool.run(task, arguments, self._budget)
+        except TimeoutError:
             raise UnreadableError(f"reading it took longer than {self._budget:g} seconds") from None
-        except ProcessExpired as error:
+        except ProcessDied as error:
             raise UnreadableError(f"its reader died reading it (exit code {error.exitcode})") from None
         except (RecursionError, MemoryError) as error:
             raise UnreadableError(f"reading it exhausted the reader: {type(error).__name__}") from None
 
     def close(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
-        self._pool.stop()  # type: ignore[no-untyped-call]
-        self._pool.join(timeout=5)
+        self._pool.close()
 
     @staticmethod
     def clean(workdir: Path) -> None:

@@ -12,7 +12,10 @@ crash and goes at the next start. A mail moves through states::
       └──retry──── parked       (automatic mail under the "drop" policy: kept, never delivered by itself)
 
 Each target (one contact) keeps the request built for it, so a retry resends exactly the same request and
-Connect's idempotency answers with the same ContactId. A claim is a lease: a mail claimed by a worker (or
+Connect's idempotency answers with the same ContactId. Two commits a mail are flushed to disk (the mail
+before its 250, the request before it is sent) and the mail's end; claims, lease renewals and a target's
+contact are written without a flush of their own, since a power cut that lost one would only have the
+stored request sent again. A claim is a lease: a mail claimed by a worker (or
 a process) that died without saying so is claimable again, and deletable, once its lease has run out.
 Safe to use beside a running gateway: the operator commands use their own connection and SQLite's
 locking; a mail being delivered cannot be deleted.
@@ -318,18 +321,27 @@ class Spool:
         self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write. ``durable=False``: committed without its own disk flush (the next durable commit
+        flushes it too, the write-ahead log being one file in order); a process crash still loses
+        nothing committed, only a power loss can, and only where losing it is harmless."""
         with _boundary():
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                # A failed COMMIT (a full disk) leaves the transaction open, and a failed statement may have
-                # ended it already: roll back whatever is still open, so the next write can begin.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (a full disk) leaves the transaction open, and a failed statement may
+                    # have ended it already: roll back whatever is still open, so the next write can begin.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous = FULL")
 
     def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
         """A read, outside any transaction (WAL: it never waits for a writer)."""
@@ -434,7 +446,7 @@ class Spool:
         """The next due mail (or one whose claim has expired), marked active for ``lease`` seconds, with
         its content; None when nothing is due."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
+        with self._transaction(durable=False) as db:  # a claim lost to a power cut is simply made again
             row = db.execute(
                 "SELECT id FROM mail WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= ?)"
                 " OR (state = 'active' AND lease_until < ?) ORDER BY next_attempt_at LIMIT 1",
@@ -450,7 +462,7 @@ class Spool:
     def renew(self, mail_id: str, now: float | None = None, lease: float = LEASE_SECONDS) -> None:
         """A worker still busy with a mail says so, before its lease runs out."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
+        with self._transaction(durable=False) as db:
             db.execute(
                 "UPDATE mail SET lease_until = ? WHERE id = ? AND state = 'active'", (now + lease, mail_id)
             )
@@ -480,8 +492,10 @@ class Spool:
     def delivered(
         self, mail_id: str, position: int, contact_id: str | None, thread_ids: Sequence[str] = ()
     ) -> None:
-        """A target became a contact; its Message-ID is remembered for the replies to come."""
-        with self._transaction() as db:
+        """A target became a contact; its Message-ID is remembered for the replies to come. Not flushed on
+        its own (the mail's :meth:`finish` flushes it): were it lost to a power cut, the stored request
+        would be sent again, and Connect answers its ClientToken with the same contact."""
+        with self._transaction(durable=False) as db:
             db.execute(
                 "UPDATE target SET state = 'delivered', contact_id = ?, error = NULL, error_service = NULL,"
                 " error_code = NULL WHERE mail_id = ? AND position = ?",

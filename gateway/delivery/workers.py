@@ -28,7 +28,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.contact.request import thread_ids
@@ -96,18 +95,15 @@ class DeliveryWorkers:
         *,
         hostname: str,
         url_expiry_seconds: float,
-        database: Path | None = None,
         maintenance_seconds: float = MAINTENANCE_SECONDS,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
-        """``database``: the spool's database, where a reader process finds a small mail by its id."""
         self._queue = queue
         self._deliverer = deliverer
         self._metrics = deliverer.metrics
         self._governors = governors
         self._settings = settings
         self._hostname = hostname
-        self._database = database
         self._url_life = url_expiry_seconds * URL_FRESHNESS
         self._maintenance_seconds = maintenance_seconds
         self._lease_seconds = lease_seconds
@@ -265,7 +261,7 @@ class DeliveryWorkers:
             return
         content = self._content(item)
         verdicts = _verdicts(item)
-        source = MailSource.of(content, self._database, item.id)
+        source = MailSource.of(content)
         try:
             read = await self._deliverer.read(content, source, verdicts)
         except UnreadableError as error:

