@@ -41,7 +41,8 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
     block = head[: header_end(head)]
     if len(block) > limits.max_header_size:
         return Triage(Replies.HEADER_TOO_BIG.format(limit=limits.max_header_size), Automatic.NO, 0)
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(smtp_header_view(block))
+    view = smtp_header_view(block)
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(view)
     headers = [(name, str(value)) for name, value in parsed.raw_items()]
     received = sum(1 for name, _ in headers if name.lower() == "received")
     automatic = classify(headers, sender)
@@ -49,8 +50,9 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
         return Triage(Replies.TOO_MANY_HOPS.format(count=received), automatic, received)
     if any(name.lower() == LOOP_HEADER.lower() and value.strip() == hostname for name, value in headers):
         return Triage(Replies.LOOP, automatic, received)
+    top = parsed if view is block else None  # read as the scan reads it: no bare CR made a space
     with content.view() as data:
-        shape = measure(data, max_parts=limits.max_mime_parts, max_depth=limits.max_nesting)
+        shape = measure(data, max_parts=limits.max_mime_parts, max_depth=limits.max_nesting, top=top)
     if shape.depth > limits.max_nesting:
         return Triage(Replies.NESTED_TOO_DEEP.format(limit=limits.max_nesting), automatic, received)
     if shape.parts > limits.max_mime_parts:

@@ -51,15 +51,17 @@ class _Open:
     digest: bool  # multipart/digest: its parts are messages unless they say otherwise
 
 
-def measure(data: Buffer, *, max_parts: int, max_depth: int) -> Shape:
-    """The mail's :class:`Shape`, or the first one found beyond ``max_parts`` or ``max_depth``."""
-    scan = _Scan(data, max_parts, max_depth)
+def measure(data: Buffer, *, max_parts: int, max_depth: int, top: Message | None = None) -> Shape:
+    """The mail's :class:`Shape`, or the first one found beyond ``max_parts`` or ``max_depth``. ``top``:
+    the mail's own header section, when the caller has read it already."""
+    scan = _Scan(data, max_parts, max_depth, top)
     return scan.run()
 
 
 class _Scan:
-    def __init__(self, data: Buffer, max_parts: int, max_depth: int) -> None:
+    def __init__(self, data: Buffer, max_parts: int, max_depth: int, top: Message | None = None) -> None:
         self.data = data
+        self.top = top
         self.max_parts = max_parts
         self.max_depth = max_depth
         self.parts = 0
@@ -108,8 +110,11 @@ class _Scan:
         while not self.over():  # a part, then the message inside it when it is one (message/rfc822)
             self.parts += 1
             self.depth = max(self.depth, depth)
-            headers, head_end = _header_block(self.data, start, default)
+            read = self.top if start == 0 and depth == 0 else None
+            headers, head_end = (read, -1) if read is not None else _header_block(self.data, start, default)
             kind = headers.get_content_type()
+            if head_end < 0 and kind.startswith("message/"):  # where its body starts is needed after all
+                head_end = _header_block(self.data, start, default)[1]
             if kind.startswith("multipart/"):
                 boundary = headers.get_boundary()
                 if boundary is not None:
