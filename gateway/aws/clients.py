@@ -40,6 +40,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.credentials import CredentialProvider
 
 from gateway.aws.placement import Placement
+from gateway.contact.contract import model_loader
 from gateway.settings import AwsSettings
 
 if TYPE_CHECKING:
@@ -118,6 +119,14 @@ def endpoints_are_local(settings: AwsSettings, services: tuple[str, ...] = ("con
     return all(_local(_endpoint(settings, service)) for service in services)
 
 
+def _session() -> AioSession:
+    """A session that reads service models through the process's one loader: each model's JSON is parsed
+    once, however many placements (regions, roles) open clients."""
+    session = get_session()
+    session.register_component("data_loader", model_loader())
+    return session
+
+
 async def usable_credentials(
     settings: AwsSettings, given: StaticCredentials | None = None, *, shared_queue: bool = False
 ) -> tuple[StaticCredentials | None, bool]:
@@ -125,7 +134,7 @@ async def usable_credentials(
     given ones, the chain's, or, for endpoints on this machine only, placeholders."""
     if given is not None:
         return given, True
-    if await get_session().get_credentials() is not None:
+    if await _session().get_credentials() is not None:
         return None, True
     if endpoints_are_local(settings, SHARED_QUEUE_SERVICES if shared_queue else ("connect", "s3")):
         return LOCAL_CREDENTIALS, True
@@ -183,7 +192,7 @@ class AwsClients:
         return options
 
     async def __aenter__(self) -> AwsClients:
-        session = self._session or get_session()
+        session = self._session or _session()
         self.s3 = await self._stack.enter_async_context(
             session.create_client("s3", **self._client_options("s3", self._settings.s3_endpoint_url))
         )
@@ -225,7 +234,7 @@ async def _source_credentials(given: StaticCredentials | None) -> AioCredentials
     """The gateway's own credentials, which assume the roles."""
     if given is not None:
         return AioCredentials(given.access_key_id, given.secret_access_key, given.session_token)
-    found = await get_session().get_credentials()
+    found = await _session().get_credentials()
     if found is None:
         found = AioCredentials(LOCAL_CREDENTIALS.access_key_id, LOCAL_CREDENTIALS.secret_access_key)
     return found
@@ -244,7 +253,7 @@ async def role_session(
     credentials expire (aiobotocore's deferred refreshable credentials)."""
     assert placement.role_arn is not None
     own = await _source_credentials(source)
-    base = get_session()
+    base = _session()
     endpoint = sts_endpoint(placement)
 
     def client_creator(service: str, **kwargs: Any) -> Any:  # the fetcher passes the keys as kwargs
@@ -257,7 +266,7 @@ async def role_session(
     credentials = AioDeferredRefreshableCredentials(
         refresh_using=fetcher.fetch_credentials, method="assume-role"
     )
-    session = get_session()
+    session = _session()
     session.register_component("credential_provider", AioCredentialResolver([_RoleProvider(credentials)]))
     return session
 
