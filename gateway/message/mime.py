@@ -9,6 +9,7 @@ its best reading.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 CHUNK_BYTES = 65536  # the parser is fed this much at a time: it never sees the whole mail as one text
+_HEADER_PARSER = BytesHeaderParser(policy=compat32)
 HEADER_BYTES = 65536  # enough of a mail to find its Message-ID for logs and listings
 MAX_MAILBOXES = 1000  # per header: far more than Connect takes, far fewer than a hostile header holds
 
@@ -69,7 +71,7 @@ def parse_mail(raw: bytes | BinaryIO, *, received: bool = False) -> ParsedMail:
     """The mail's best reading, from its bytes or a file of them (read in chunks: a large mail is never
     held whole, nor as one decoded text). ``received``: the bytes came over SMTP (CRLF line ends), and the
     header section is read as the mail filters before the gateway read it (:func:`smtp_header_view`)."""
-    message = _message(_chunks(raw, received))
+    message = _message(_chunks(raw, received), received)
     charset = _first_charset(message)
     for part in message.walk():
         _decode_8bit_headers(part, charset)
@@ -102,13 +104,31 @@ def parse_mail(raw: bytes | BinaryIO, *, received: bool = False) -> ParsedMail:
     )
 
 
-def _message(chunks: Iterator[bytes]) -> Message:
+def _message(chunks: Iterator[bytes], received: bool) -> Message:
     """The standard library's parse of the chunks, fed as they come: what ``message_from_bytes`` does with
-    the same bytes (it feeds its parser too), without first decoding the whole mail into one string."""
+    the same bytes (it feeds its parser too), without first decoding the whole mail into one string.
+
+    A received mail whose body the parser would keep as one string (:func:`_one_text_body`) gets it
+    directly: the parser would first hold it as a list of line strings, a gigabyte for 40 MiB of 2-byte
+    lines."""
+    if received:
+        head = next(chunks)
+        headers = _HEADER_PARSER.parsebytes(head)
+        if _one_text_body(headers):
+            headers.set_payload(b"".join(chunks).decode("ascii", "surrogateescape"))
+            return headers
+        chunks = itertools.chain([head], chunks)
     parser = BytesFeedParser(policy=compat32)
     for chunk in chunks:
         parser.feed(chunk)
     return parser.close()
+
+
+def _one_text_body(headers: Message) -> bool:
+    """Whether the parser makes the rest of the mail after ``headers`` its payload, as it is: the header
+    section ended at its empty line (no line of it was left over as body) and the type is not one whose
+    body the parser reads further (multipart, message)."""
+    return headers.get_payload() == "" and headers.get_content_maintype() not in ("multipart", "message")
 
 
 def _chunks(raw: bytes | BinaryIO, received: bool) -> Iterator[bytes]:
