@@ -1,12 +1,13 @@
 """Worker processes that can be killed: a task that runs out of time, is cancelled, or kills its process
 takes the process with it, and a fresh one replaces it.
 
-Each process has its own pipe and takes one task at a time, sent by the event loop (the pipe's readability
-is awaited on the loop: no helper thread, no lock, no process woken for another's task). It replaced
-pebble's pool, which wakes every idle process for each task over a shared pipe, acknowledges it, and
-runs two threads in the parent: with the small mail's bytes sent along instead of looked up in the spool,
-reading a 2 KB mail went from 2.0 to 1.1 ms of the readers' CPU, and the parent's 0.6 ms of pool threads
-went.
+Each process has its own pipe and takes one task at a time; the exchange (task out, answer back) runs in
+a thread, so that a large answer is never unpickled on the event loop and the budget's timer always
+fires. A process found dead when it is given a task (killed, out of memory, its initializer failed) is
+replaced and another takes the task: the task is not blamed. It replaced pebble's pool, which wakes every
+idle process for each task over one shared pipe, acknowledges it, and runs two threads in the parent:
+with the small mail's bytes sent along instead of looked up in the spool, reading a 2 KB mail went from
+2.0 to 1.1 ms of the readers' CPU, and the parent's 0.6 ms of pool threads went.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-__all__ = ["ProcessDied", "ProcessPool"]
+__all__ = ["ProcessDied", "ProcessPool", "UnreadableAnswer"]
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,44 @@ def _serve(connection: Connection, initializer: Callable[..., None], initargs: t
             return
         try:
             answer: tuple[bool, Any] = (True, task(*arguments))
-        except BaseException as error:  # the task's failure is the caller's to judge
+        except Exception as error:  # the task's failure is the caller's to judge (a signal ends the process)
             answer = (False, error)
         try:
             connection.send(answer)
         except Exception as error:  # an answer that cannot be pickled
             connection.send((False, RuntimeError(f"the answer could not be sent: {type(error).__name__}")))
+
+
+class UnreadableAnswer(Exception):
+    """The process answered, but its answer could not be unpickled."""
+
+
+class _Gone(Exception):
+    """The process had ended before it was given the task."""
+
+
+def _exit(worker: _Worker, wait: float = 0.0) -> int | None:
+    """Its exit code; ``wait``: how long it may take to be reaped after its pipe ended."""
+    worker.process.join(wait)
+    return worker.process.exitcode
+
+
+def _exchange(worker: _Worker, task: Callable[..., Any], arguments: tuple[Any, ...]) -> tuple[bool, Any]:
+    """The task to the process and its answer back, in a thread: a large answer (a parse with every file's
+    bytes) is never unpickled on the event loop."""
+    if not worker.process.is_alive():
+        raise _Gone
+    try:
+        worker.connection.send((task, arguments))
+    except OSError:
+        raise _Gone from None
+    try:
+        answer: tuple[bool, Any] = worker.connection.recv()
+    except (EOFError, OSError):
+        raise ProcessDied(_exit(worker, JOIN_SECONDS)) from None
+    except Exception as error:  # an answer that was pickled there but does not unpickle here
+        raise UnreadableAnswer(type(error).__name__) from None
+    return answer
 
 
 class ProcessPool:
@@ -104,62 +137,58 @@ class ProcessPool:
     async def run(self, task: Callable[..., T], arguments: tuple[Any, ...], budget: float) -> T:
         """``task(*arguments)`` in a process; :class:`TimeoutError` after ``budget`` seconds,
         :class:`ProcessDied` when its process ends first: either way the process is replaced."""
-        worker = await self._idle.get()
-        try:
-            async with asyncio.timeout(budget):
-                ok, value = await self._exchange(worker, task, arguments)
-        except BaseException:  # overtime, cancelled, dead: whatever it was doing dies with it
-            self._retire(worker, kill=True)
-            raise
+        while True:
+            worker = await self._idle.get()
+            exchange = asyncio.ensure_future(asyncio.to_thread(_exchange, worker, task, arguments))
+            try:
+                async with asyncio.timeout(budget):
+                    ok, value = await asyncio.shield(exchange)
+            except (
+                _Gone
+            ):  # it died while idle (killed, out of memory, its initializer failed): not the task's
+                log.warning(
+                    "a worker process had ended (exit code %s); another takes its task", _exit(worker)
+                )
+                self._retire(worker, exchange, delay=RESPAWN_DELAY_SECONDS)
+                continue
+            except BaseException:  # overtime, cancelled, dead: whatever it was doing dies with it
+                worker.process.kill()  # its exchange sees the pipe end and returns
+                self._retire(worker, exchange)
+                raise
+            break
         worker.tasks += 1
         if self._max_tasks and worker.tasks >= self._max_tasks:
-            self._retire(worker, kill=False)
+            self._retire(worker, exchange)
         else:
             self._idle.put_nowait(worker)
         if not ok:
             raise value
         return value  # type: ignore[no-any-return]
 
-    async def _exchange(
-        self, worker: _Worker, task: Callable[..., Any], arguments: tuple[Any, ...]
-    ) -> tuple[bool, Any]:
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[None] = loop.create_future()
-        worker.connection.send((task, arguments))
-        descriptor = worker.connection.fileno()
-
-        def readable() -> None:
-            if not answered.done():
-                answered.set_result(None)
-
-        loop.add_reader(descriptor, readable)
-        try:
-            await answered
-        finally:
-            loop.remove_reader(descriptor)
-        try:
-            answer: tuple[bool, Any] = worker.connection.recv()
-        except (EOFError, OSError):
-            await asyncio.to_thread(worker.process.join, JOIN_SECONDS)
-            raise ProcessDied(worker.process.exitcode) from None
-        return answer
-
-    def _retire(self, worker: _Worker, *, kill: bool) -> None:
+    def _retire(self, worker: _Worker, exchange: asyncio.Future[Any], *, delay: float = 0.0) -> None:
+        """Stops ``worker`` once its last ``exchange`` is over (its pipe is closed only then: a descriptor
+        closed under a reading thread could be reused by another socket), and starts another."""
         self._workers.discard(worker)
-        if self._closed:
-            worker.stop(kill=True)
-            return
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(worker.stop, kill=kill))
-        self._spawning.add(task)  # kept referenced until done
+
+        async def stop() -> None:
+            with contextlib.suppress(BaseException):
+                await exchange
+            await asyncio.to_thread(worker.stop, kill=False)  # a task overrun was killed already
+
+        self._keep(stop())
+        if not self._closed:
+            self._keep(self._spawn(delay))
+
+    def _keep(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._spawning.add(task)  # referenced until done
         task.add_done_callback(self._spawning.discard)
-        self._respawn()
 
     def _respawn(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._spawn())
-        self._spawning.add(task)
-        task.add_done_callback(self._spawning.discard)
+        self._keep(self._spawn())
 
-    async def _spawn(self) -> None:
+    async def _spawn(self, delay: float = 0.0) -> None:
+        await asyncio.sleep(delay)
         while not self._closed:
             try:
                 worker = await asyncio.to_thread(self._started)

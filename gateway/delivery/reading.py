@@ -24,7 +24,7 @@ from typing import BinaryIO, TypeVar
 
 from gateway.contact import contract
 from gateway.contact.fitting import FittedMail, fit_mail
-from gateway.delivery.processes import ProcessDied, ProcessPool
+from gateway.delivery.processes import ProcessDied, ProcessPool, UnreadableAnswer
 from gateway.errors import UnreadableError
 from gateway.mail import FileContent, MailContent
 from gateway.message.mime import ParsedMail, parse_mail
@@ -189,6 +189,8 @@ class MailReader:
             raise UnreadableError(f"reading it took longer than {self._budget:g} seconds") from None
         except ProcessDied as error:
             raise UnreadableError(f"its reader died reading it (exit code {error.exitcode})") from None
+        except UnreadableAnswer as error:
+            raise UnreadableError(f"its reader's answer could not be read ({error})") from None
         except (RecursionError, MemoryError) as error:
             raise UnreadableError(f"reading it exhausted the reader: {type(error).__name__}") from None
 

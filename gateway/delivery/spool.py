@@ -293,6 +293,7 @@ class Spool:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
+            self._synchronous = "FULL"
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA busy_timeout = 10000")
         self._migrate()
@@ -326,22 +327,22 @@ class Spool:
         flushes it too, the write-ahead log being one file in order); a process crash still loses
         nothing committed, only a power loss can, and only where losing it is harmless."""
         with _boundary():
-            if not durable:
-                self._db.execute("PRAGMA synchronous = NORMAL")
+            # Set before each write that needs another level: a durable write never begins at NORMAL,
+            # whatever became of the one before it.
+            level = "FULL" if durable else "NORMAL"
+            if self._synchronous != level:
+                self._db.execute(f"PRAGMA synchronous = {level}")
+                self._synchronous = level
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    # A failed COMMIT (a full disk) leaves the transaction open, and a failed statement may
-                    # have ended it already: roll back whatever is still open, so the next write can begin.
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            finally:
-                if not durable:
-                    self._db.execute("PRAGMA synchronous = FULL")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (a full disk) leaves the transaction open, and a failed statement may have
+                # ended it already: roll back whatever is still open, so the next write can begin.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _rows(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
         """A read, outside any transaction (WAL: it never waits for a writer)."""
