@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import re
 import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from gateway.contact import contract
+from gateway.delivery import processes, reading
 from gateway.delivery.processes import ProcessDied, ProcessPool
+from gateway.delivery.reading import MailReader, MailSource
+from gateway.errors import UnreadableError
+from gateway.mail import InMemoryContent
+from gateway.settings import ContentPolicy
+
+from ..helpers import make_mail
 
 
 def _nothing() -> None:
@@ -115,3 +126,73 @@ def test_cancelling_a_task_stops_its_process() -> None:
         assert await workers.run(pid, (), budget=30) != first
 
     asyncio.run(_with_pool(check))
+
+
+def unpicklable_answer() -> object:
+    return threading.Lock()
+
+
+def test_a_worker_answers_each_task_until_its_pipe_ends() -> None:
+    """The loop a worker process runs, here in a thread: answers, failures, an answer that cannot be
+    pickled, and the end of its pipe."""
+    ours, theirs = multiprocessing.Pipe()
+    worker = threading.Thread(target=processes._serve, args=(theirs, _nothing, ()))
+    worker.start()
+    ours.send((double, (4,)))
+    assert ours.recv() == (True, 8)
+    ours.send((fail, ()))
+    ok, error = ours.recv()
+    assert not ok and isinstance(error, ValueError)
+    ours.send((unpicklable_answer, ()))
+    ok, error = ours.recv()
+    assert not ok and "could not be sent" in str(error)
+    ours.close()
+    worker.join(10)
+    assert not worker.is_alive()
+
+
+def recurse() -> None:
+    raise RecursionError("maximum recursion depth exceeded")
+
+
+def test_the_reader_reports_what_ends_a_reading_as_unreadable(tmp_path: Path) -> None:
+    """Over its budget, a dead reader, an exhausted one: each is the mail's UnreadableError; a mail
+    that reads well comes back parsed (the virus scan's parse) and fitted."""
+    raw = make_mail(text="hello reader").as_bytes().replace(b"\n", b"\r\n")
+
+    async def check() -> None:
+        reader = MailReader(ContentPolicy(), tmp_path, budget=5.0, memory_limit=2 * 1024**3)
+        reader.start()
+        try:
+            parsed = await reader.parse(InMemoryContent(raw))
+            assert parsed.text_body is not None and "hello reader" in parsed.text_body
+            read = await reader.read(MailSource.of(InMemoryContent(raw)))
+            assert read.fitted.mail.text_body is not None
+            for task, arguments, reason in (
+                (sleep, (30,), "took longer than 5 seconds"),
+                (die, (), "died reading it (exit code 7)"),
+                (recurse, (), "exhausted the reader: RecursionError"),
+            ):
+                with pytest.raises(UnreadableError, match=re.escape(reason)):
+                    await reader._run(task, arguments)
+        finally:
+            reader.close()
+
+    asyncio.run(asyncio.wait_for(check(), 60))
+
+
+def test_the_readers_tasks_read_a_mail_from_its_source(tmp_path: Path) -> None:
+    """What a reader process runs, here in this process: the fitted mail, and the parse with its files."""
+    data = b"%PDF-1.4\n" + b"x" * 70_000
+    raw = make_mail(text="in place", attachments=[("a.pdf", "application/pdf", data)])
+    source = MailSource.of(InMemoryContent(raw.as_bytes().replace(b"\n", b"\r\n")))
+    reading._limit_memory(0)
+    read = reading._in_worker(source, ContentPolicy(), contract.limits(), tmp_path, ())
+    [body] = read.bodies
+    assert body.size == len(data) and body.path is not None and body.path.parent == tmp_path
+    with body.open() as file:
+        assert file.read() == data
+    read.discard()
+    assert not body.path.exists()
+    parsed = reading._parse_in_worker(source)
+    assert [a.data for a in parsed.attachments] == [data]
