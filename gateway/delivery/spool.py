@@ -12,11 +12,11 @@ crash and goes at the next start. A mail moves through states::
       └──retry──── parked       (automatic mail under the "drop" policy: kept, never delivered by itself)
 
 Each target (one contact) keeps the request built for it, so a retry resends exactly the same request and
-Connect's idempotency answers with the same ContactId. Two commits a mail are flushed to disk (the mail
-before its 250, the request before it is sent) and the mail's end; claims, lease renewals and a target's
-contact are written without a flush of their own, since a power cut that lost one would only have the
-stored request sent again. A claim is a lease: a mail claimed by a worker (or
-a process) that died without saying so is claimable again, and deletable, once its lease has run out.
+Connect's idempotency answers with the same ContactId. Three of a mail's commits are flushed to disk: the
+mail before its 250, each request before it is sent, and the mail's end; claims, lease renewals and a
+target's contact are written without a flush of their own, since a power cut that lost one would only
+have the stored request sent again. A claim is a lease: a mail claimed by a worker (or a process) that
+died without saying so is claimable again, and deletable, once its lease has run out.
 Safe to use beside a running gateway: the operator commands use their own connection and SQLite's
 locking; a mail being delivered cannot be deleted.
 The ``thread`` table remembers which Message-ID became which contact, for ``RelatedContactId``.
