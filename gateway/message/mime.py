@@ -137,13 +137,25 @@ def _chunks(raw: bytes | BinaryIO, received: bool) -> Iterator[bytes]:
     if isinstance(raw, bytes):
         raw = io.BytesIO(raw)
     if received:
-        head = b""
-        while (end := header_end(head)) == len(head) and (chunk := raw.read(CHUNK_BYTES)):
-            head += chunk
-        yield smtp_header_view(head[:end])
-        yield head[end:]
+        head, rest = _header_section(raw)
+        yield smtp_header_view(head)
+        yield rest
     while chunk := raw.read(CHUNK_BYTES):
         yield chunk
+
+
+def _header_section(raw: BinaryIO) -> tuple[bytes, bytes]:
+    """The header section as :func:`header_end` bounds it, and what was read past it; in linear time, each
+    chunk searched once (the front door refuses a header section over its limit, but a reader must not
+    depend on that to stay linear)."""
+    head = bytearray()
+    while chunk := raw.read(CHUNK_BYTES):
+        start = max(0, len(head) - 3)  # the blank line may straddle two chunks
+        head += chunk
+        found = head.find(b"\r\n\r\n", start)
+        if found >= 0:
+            return bytes(head[: found + 4]), bytes(head[found + 4 :])
+    return bytes(head), b""
 
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
