@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 from email.message import EmailMessage
 from typing import cast
 
+import pytest
+
+from gateway.message import mime
 from gateway.message.mime import parse_mail
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -114,3 +118,28 @@ def test_broken_address_headers_still_yield_addresses() -> None:
     mail = parse_mail(b"From: broken <<a@b.test>\r\nTo: ,,, x@y.test ;\r\n\r\nbody")
     assert mail.sender is not None and mail.sender.address == "a@b.test"
     assert [m.address for m in mail.to] == ["x@y.test"]
+
+
+class _Trickle(io.BytesIO):
+    """A file that gives at most ``step`` bytes a read, so that a blank line can fall across two reads."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        super().__init__(data)
+        self._step = step
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(self._step)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 64])
+def test_the_header_section_is_found_however_the_file_is_read(step: int) -> None:
+    raw = b"Subject: split\r\nX-Long: " + b"v" * 200 + b"\r\n\r\nbody\r\n\r\nmore\r\n"
+    head, rest = mime._header_section(_Trickle(raw, step))
+    assert head == raw[: mime.header_end(raw)]
+    assert head.endswith(b"v\r\n\r\n") and raw.startswith(head + rest)
+    assert parse_mail(_Trickle(raw, step), received=True) == parse_mail(raw, received=True)
+
+
+def test_a_mail_without_a_blank_line_is_all_header_section() -> None:
+    raw = b"Subject: no body\r\nX: " + b"y" * 100_000
+    assert mime._header_section(io.BytesIO(raw)) == (raw, b"")
