@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.policy import SMTP
 from pathlib import Path
 
-from queue_throughput import ROOT, drive, free_port, inspect, start, stop, wait_for_port
+from queue_throughput import ROOT, drive, free_port, gateway_config, inspect, start, stop, wait_for_port
 
 sys.path.insert(0, str(ROOT))
 from tests.helpers import make_mail
@@ -97,50 +97,6 @@ async def main():
     print(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 asyncio.run(main())
 """
-
-
-def gateway_config(
-    directory: Path,
-    smtp: int,
-    emulator: int,
-    s3: int,
-    loop: str,
-    rate: float = 1000,
-    extra: str = "",
-    burst: int = 100,
-) -> Path:
-    """Spool mode, the default limits (max_connections 1,000 where memory affords it), loopback a relay;
-    ``rate`` and ``burst``: the governor (2 and 2, Connect's default quota, keep delivery from competing
-    with the accepting: a few contacts a second, as a real account's quota would)."""
-    config = directory / f"gateway-{loop}.toml"
-    config.write_text(
-        f"""
-[smtp]
-listen = "127.0.0.1:{smtp}"
-hostname = "mx.bench.test"
-event_loop = "{loop}"
-[aws]
-connect_endpoint_url = "http://127.0.0.1:{emulator}"
-s3_endpoint_url = "http://127.0.0.1:{s3}"
-[attachments]
-bucket = "bench-attachments"
-[queue]
-path = "{directory / "spool"}"
-rate_per_second = {rate}
-burst = {burst}
-workers = 8
-retry_initial = "100ms"
-retry_max = "2s"
-min_free_disk = 0
-[http]
-listen = ""
-{extra}
-[[routes]]
-match = "{RCPT}"
-instance_id = "bench-instance"
-"""
-    )
-    return config
 
 
 def pdf(size: int) -> bytes:
@@ -257,9 +213,15 @@ class Servers:
     def gateway(
         self, loop: str = "asyncio", rate: float = 1000, extra: str = "", burst: int = 100
     ) -> tuple[subprocess.Popen[bytes], int]:
+        """Spool mode with the default limits (max_connections 1,000 where memory affords it; loopback is
+        a relay network, so the per-client limits do not apply); ``rate`` and ``burst``: the governor (2
+        and 2, Connect's default quota, keep delivery from competing with the accepting: a few contacts a
+        second, as a real account's quota would)."""
         shutil.rmtree(self.directory / "spool", ignore_errors=True)
         port = free_port()
-        config = gateway_config(self.directory, port, self.emulator, self.s3, loop, rate, extra, burst)
+        config = gateway_config(
+            self.directory, port, self.emulator, self.s3, rate, burst, loop=loop, http="", extra=extra
+        )
         process = start(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config)], self.log, ENVIRONMENT
         )
@@ -287,15 +249,21 @@ def row(
     }
 
 
-def memory_of_a_large_mail(servers: Servers, results: list[dict[str, str]]) -> None:
-    raw = mail_with([(f"{n}.pdf", pdf(3_700_000)) for n in range(5)])
+def bare_memory(servers: Servers, raw: bytes) -> tuple[int, int]:
+    """Bare aiosmtpd's RSS before ``raw``, and its peak while it receives it."""
     bare, port = servers.bare()
     try:
+        idle = tree_rss(bare.pid)
         with PeakSampler(bare.pid) as sampler:
             send(port, raw)
-        bare_peak = sampler.peak
+        return idle, sampler.peak
     finally:
         stop(bare)
+
+
+def memory_of_a_large_mail(servers: Servers, results: list[dict[str, str]]) -> None:
+    raw = mail_with([(f"{n}.pdf", pdf(3_700_000)) for n in range(5)])
+    _, bare_peak = bare_memory(servers, raw)
     gateway, port = servers.gateway()
     try:
         with PeakSampler(gateway.pid) as sampler:
@@ -312,14 +280,8 @@ def memory_of_a_large_mail(servers: Servers, results: list[dict[str, str]]) -> N
 
 def memory_of_short_lines(servers: Servers, results: list[dict[str, str]]) -> None:
     raw = lines_mail(40 * MIB)
-    bare, port = servers.bare()
-    try:
-        idle = tree_rss(bare.pid)
-        with PeakSampler(bare.pid) as sampler:
-            send(port, raw)
-        bare_growth = sampler.peak - idle
-    finally:
-        stop(bare)
+    bare_idle, bare_peak = bare_memory(servers, raw)
+    bare_growth = bare_peak - bare_idle
     gateway, port = servers.gateway()
     try:
         idle = tree_rss(gateway.pid)

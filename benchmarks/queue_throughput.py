@@ -93,13 +93,34 @@ def inspect(emulator_port: int, what: str) -> list[dict[str, object]]:
         return found
 
 
-def gateway_config(directory: Path, smtp: int, emulator: int, s3: int, rate: float, burst: int) -> Path:
-    config = directory / "gateway.toml"
+# Smtp-source's sessions all come from one address: lift the per-client limits for this load.
+LOAD_LIMITS = """[limits]
+max_mails_per_client_per_minute = 1000000
+max_connections_per_client = 100
+"""
+
+
+def gateway_config(
+    directory: Path,
+    smtp: int,
+    emulator: int,
+    s3: int,
+    rate: float,
+    burst: int,
+    *,
+    loop: str = "auto",
+    http: str = "127.0.0.1:0",
+    extra: str = LOAD_LIMITS,
+) -> Path:
+    """A spool-mode gateway against the emulator and embedded S3, its governor at ``rate`` and ``burst``;
+    ``extra``: more tables of the configuration (this benchmark's per-client limits by default)."""
+    config = directory / f"gateway-{loop}.toml"
     config.write_text(
         f"""
 [smtp]
 listen = "127.0.0.1:{smtp}"
 hostname = "mx.bench.test"
+event_loop = "{loop}"
 [aws]
 connect_endpoint_url = "http://127.0.0.1:{emulator}"
 s3_endpoint_url = "http://127.0.0.1:{s3}"
@@ -114,10 +135,8 @@ retry_initial = "100ms"
 retry_max = "2s"
 min_free_disk = 0
 [http]
-listen = "127.0.0.1:0"
-[limits]
-max_mails_per_client_per_minute = 1000000
-max_connections_per_client = 100
+listen = "{http}"
+{extra}
 [[routes]]
 match = "support@example.com"
 instance_id = "bench-instance"
