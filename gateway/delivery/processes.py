@@ -126,13 +126,14 @@ class ProcessPool:
         self._max_tasks = max_tasks
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._workers: set[_Worker] = set()
-        self._spawning: set[asyncio.Task[None]] = set()
+        self._spawning: set[asyncio.Task[None]] = set()  # processes being started
+        self._stopping: set[asyncio.Task[None]] = set()  # retired ones being stopped
         self._closed = False
 
     def start(self) -> None:
         """Start the processes, in the background (the first start of a fork server takes a second)."""
         for _ in range(self._size - len(self._workers) - len(self._spawning)):
-            self._respawn()
+            self._keep(self._spawn(), self._spawning)
 
     async def run(self, task: Callable[..., T], arguments: tuple[Any, ...], budget: float) -> T:
         """``task(*arguments)`` in a process; :class:`TimeoutError` after ``budget`` seconds,
@@ -175,17 +176,15 @@ class ProcessPool:
                 await exchange
             await asyncio.to_thread(worker.stop, kill=False)  # a task overrun was killed already
 
-        self._keep(stop())
+        self._keep(stop(), self._stopping)
         if not self._closed:
-            self._keep(self._spawn(delay))
+            self._keep(self._spawn(delay), self._spawning)
 
-    def _keep(self, job: Coroutine[Any, Any, None]) -> None:
+    @staticmethod
+    def _keep(job: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
         task = asyncio.get_running_loop().create_task(job)
-        self._spawning.add(task)  # referenced until done
-        task.add_done_callback(self._spawning.discard)
-
-    def _respawn(self) -> None:
-        self._keep(self._spawn())
+        tasks.add(task)  # referenced until done
+        task.add_done_callback(tasks.discard)
 
     async def _spawn(self, delay: float = 0.0) -> None:
         await asyncio.sleep(delay)
