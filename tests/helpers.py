@@ -99,6 +99,13 @@ def eventually(condition: Callable[[], Any], seconds: float = 15.0, interval: fl
         time.sleep(interval)
 
 
+def open_page(driver: Any, url: str) -> None:
+    """``get``, then wait for the page's own scripts: chromedriver can return from ``get`` before
+    ``DOMContentLoaded`` has run (seen about once in six runs)."""
+    driver.get(url)
+    eventually(lambda: driver.execute_script("return document.readyState") == "complete")
+
+
 def make_mail(
     *,
     sender: str = "customer@client.test",

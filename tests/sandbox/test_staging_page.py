@@ -20,14 +20,13 @@ import smtplib
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
-from ..helpers import Sandbox, make_mail
+from ..helpers import Sandbox, eventually, make_mail, open_page
 
 
 class Beacon:
@@ -76,28 +75,6 @@ def plain(subject: str, body: str, **attachments: bytes) -> EmailMessage:
         filename = name.replace("_", ".")
         message.add_attachment(data, maintype="application", subtype="octet-stream", filename=filename)
     return message
-
-
-def wait(condition: Callable[[], Any], seconds: float = 15.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            result = condition()
-            if result:
-                return result
-        except Exception:  # a stale element while the page redraws; ask again
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
-def open_page(driver: Any, url: str) -> None:
-    """``get``, then wait for the page's own scripts: chromedriver can return from ``get`` before
-    ``DOMContentLoaded`` has run (seen about once in six runs)."""
-    driver.get(url)
-    wait(lambda: driver.execute_script("return document.readyState") == "complete")
 
 
 POLLS = ["*/_emulator/contacts*", "*/_emulator/calls*"]
@@ -163,9 +140,9 @@ def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) 
     assert "No contacts yet" in browser.find_element(By.ID, "empty").text
     report = b"%PDF-1.4 quarterly report " + os.urandom(2048)
     send(sandbox.smtp_port, plain("Invoice 4711 is wrong", "Please check the amount.", invoice_pdf=report))
-    wait(lambda: subjects(browser) == ["Invoice 4711 is wrong"])  # no reload: the page polls
+    eventually(lambda: subjects(browser) == ["Invoice 4711 is wrong"])  # no reload: the page polls
     send(sandbox.smtp_port, plain("Where is my parcel?", "Tracking says nothing."))
-    wait(lambda: subjects(browser) == ["Where is my parcel?", "Invoice 4711 is wrong"])  # newest first
+    eventually(lambda: subjects(browser) == ["Where is my parcel?", "Invoice 4711 is wrong"])  # newest first
     first = rows(browser)[1]
     cells = [cell.text for cell in first.find_elements(By.TAG_NAME, "td")]
     assert cells[1:5] == [
@@ -176,8 +153,8 @@ def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) 
     ]
 
     first.click()
-    detail = wait(lambda: browser.find_element(By.ID, "detail"))
-    wait(lambda: "Invoice 4711 is wrong" in detail.text)
+    detail = eventually(lambda: browser.find_element(By.ID, "detail"))
+    eventually(lambda: "Invoice 4711 is wrong" in detail.text)
     text = detail.text
     assert "Please check the amount." in text
     for field in (
@@ -190,21 +167,22 @@ def test_contacts_appear_live_open_and_download(browser: Any, sandbox: Sandbox) 
         assert field in text
     link = detail.find_element(By.LINK_TEXT, "invoice.pdf")
     link.click()
-    downloaded = wait(lambda: [p for p in browser.downloads.iterdir() if not p.name.endswith(".crdownload")])
+    downloads = browser.downloads
+    downloaded = eventually(lambda: [p for p in downloads.iterdir() if not p.name.endswith(".crdownload")])
     assert [p.read_bytes() for p in downloaded] == [report]
 
     search = browser.find_element(By.ID, "search")
     count = browser.find_element(By.ID, "contact-count")
     search.send_keys("parcel")
-    wait(lambda: subjects(browser) == ["Where is my parcel?"])
+    eventually(lambda: subjects(browser) == ["Where is my parcel?"])
     assert count.text == "1 of 2"  # the count follows the search
     search.clear()
     search.send_keys("orders@shop")
-    wait(lambda: len(subjects(browser)) == 2)
+    eventually(lambda: len(subjects(browser)) == 2)
     assert count.text == "2 of 2"
 
     browser.find_element(By.ID, "clear").click()
-    wait(lambda: subjects(browser) == [])
+    eventually(lambda: subjects(browser) == [])
     with urllib.request.urlopen(f"{page}_emulator/contacts", timeout=10) as response:
         assert json.load(response)["contacts"] == []
 
@@ -238,13 +216,13 @@ def test_hostile_mail_runs_nothing_and_loads_nothing(browser: Any, sandbox: Sand
         open_page(browser, f"http://127.0.0.1:{sandbox.http_port}/")
         title = browser.title
         send(sandbox.smtp_port, message)
-        wait(lambda: len(rows(browser)) == 1)
+        eventually(lambda: len(rows(browser)) == 1)
         assert subjects(browser) == [subject]  # as text
         rows(browser)[0].click()
-        frame = wait(lambda: browser.find_element(By.CSS_SELECTOR, "#detail iframe.body"))
+        frame = eventually(lambda: browser.find_element(By.CSS_SELECTOR, "#detail iframe.body"))
         assert frame.get_attribute("sandbox") == ""
         browser.switch_to.frame(frame)
-        wait(lambda: "Visible HTML content" in browser.find_element(By.TAG_NAME, "body").text)
+        eventually(lambda: "Visible HTML content" in browser.find_element(By.TAG_NAME, "body").text)
         browser.switch_to.default_content()
         time.sleep(1.5)  # time for anything that could run to run
         assert beacon.hits == []
@@ -280,10 +258,10 @@ def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: 
     reply = send(sandbox.smtp_port, plain("Refused by Connect", "x"))
     assert reply.startswith("451")
     count = browser.find_element(By.ID, "refused-count")
-    wait(lambda: int(count.text) >= 1)
+    eventually(lambda: int(count.text) >= 1)
     browser.find_element(By.ID, "tab-refused").click()
     refused = browser.find_element(By.ID, "refused")
-    wait(lambda: "InternalServiceException" in refused.text)
+    eventually(lambda: "InternalServiceException" in refused.text)
     [row] = refused.find_elements(By.CSS_SELECTOR, "tbody tr")
     cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
     assert cells[1].split() == ["StartEmailContact", "500"]
@@ -299,13 +277,13 @@ def test_refused_calls_and_the_stored_original_are_shown(browser: Any, sandbox: 
     # A file type Connect does not take is left out of the contact: the original is stored and linked.
     send(sandbox.smtp_port, plain("With a program", "see attachment", setup_exe=b"MZ\x90\x00binary"))
     browser.find_element(By.ID, "tab-contacts").click()
-    wait(lambda: "With a program" in subjects(browser))
+    eventually(lambda: "With a program" in subjects(browser))
     [row] = [r for r in rows(browser) if "With a program" in r.text]
     row.click()
     detail = browser.find_element(By.ID, "detail")
-    show = wait(lambda: detail.find_element(By.XPATH, ".//button[text()='Show the original']"))
+    show = eventually(lambda: detail.find_element(By.XPATH, ".//button[text()='Show the original']"))
     show.click()
-    wait(lambda: 'filename="setup.exe"' in detail.text)
+    eventually(lambda: 'filename="setup.exe"' in detail.text)
     assert "Subject: With a program" in detail.text
 
 
@@ -344,7 +322,7 @@ def test_what_was_left_out_and_the_original_show_beside_the_attachments(
     ]
     blocking_polls(browser, [])
     status = browser.find_element(By.ID, "status")
-    wait(lambda: status.text == "live · 64 contacts from 4 mails")  # after a failed poll, the next one
+    eventually(lambda: status.text == "live · 64 contacts from 4 mails")  # after a failed poll, the next one
     assert browser.find_element(By.ID, "contact-count").text == "64"
     # One row per mail: the 61 contacts of one mail are inside its row.
     outage = rows(browser)[1]
@@ -363,7 +341,7 @@ def test_what_was_left_out_and_the_original_show_beside_the_attachments(
     assert "+1 left out" in row.text
     row.click()
     detail = browser.find_element(By.ID, "detail")
-    left_out = wait(lambda: detail.find_element(By.CSS_SELECTOR, ".left-out"))
+    left_out = eventually(lambda: detail.find_element(By.CSS_SELECTOR, ".left-out"))
     assert left_out.text.splitlines()[:2] == [
         "Left out of this contact (1)",
         "Original complaint.eml file type .eml is not accepted",
@@ -373,7 +351,7 @@ def test_what_was_left_out_and_the_original_show_beside_the_attachments(
     assert browser.execute_script("return arguments[0].scrollTop", detail) == 0
     for element in (attachment, left_out, original):
         assert browser.execute_script(IN_VIEW, element), element.text
-    wait(lambda: "fetched by Connect" in detail.text)  # what the screenshot shows
+    eventually(lambda: "fetched by Connect" in detail.text)  # what the screenshot shows
 
     screenshot = os.environ.get("MAIL_GATEWAY_SCREENSHOT")
     if screenshot:
@@ -387,11 +365,11 @@ def test_what_was_left_out_and_the_original_show_beside_the_attachments(
     # The 61: opened, one row each, inside the mail's row.
     outage = rows(browser)[1]
     outage.click()
-    inside = wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#contacts tr.contact-row"))
+    inside = eventually(lambda: browser.find_elements(By.CSS_SELECTOR, "#contacts tr.contact-row"))
     assert len(inside) == 61
     assert sorted(r.find_element(By.CSS_SELECTOR, "td.to").text for r in inside) == sorted(team)
     inside[5].click()
-    wait(lambda: "This mail made 61 contacts" in detail.text)
+    eventually(lambda: "This mail made 61 contacts" in detail.text)
     assert "Destination: agent5@example.com" in detail.text
 
 

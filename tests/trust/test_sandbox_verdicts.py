@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..helpers import make_mail, running_sandbox
+from ..helpers import make_mail, open_page, running_sandbox
 from .servers import Rspamd, TestDns
 
 ABSENT_CLAMD = "/nonexistent/clamd.ctl"
@@ -51,7 +51,7 @@ def test_the_sandbox_shows_the_verdicts(
         assert headers["X_SES_SPAM_VERDICT"] == "PASS"
         assert "X_SES_VIRUS_VERDICT" not in headers  # no clamd: no verdict, rather than a failure
 
-        browser.get(f"{base}/#contact={contact['ContactId']}")
+        open_page(browser, f"{base}/#contact={contact['ContactId']}")
         box = browser.find_element(By.CSS_SELECTOR, ".checks-box")
         checks = [item.text for item in box.find_elements(By.CSS_SELECTOR, "li.check")]
         assert checks[0] == "SPF: pass"
