@@ -11,10 +11,11 @@ at the end of DATA and answers the reply.
 from __future__ import annotations
 
 import io
+import json
 import mmap
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -31,6 +32,7 @@ __all__ = [
     "MailWriter",
     "ReceivedMail",
     "Target",
+    "route_json",
 ]
 
 
@@ -46,6 +48,23 @@ class Target:
     def key(self) -> tuple[str, str]:
         """Recipients with the same key get one contact between them (Connect would merge them anyway)."""
         return self.route.instance_id, self.destination.casefold()
+
+
+_route_texts: dict[int, tuple[RouteSettings, str]] = {}
+
+
+def route_json(route: RouteSettings) -> str:
+    """A route as stored beside a queued mail. Computed once per route object (``asdict`` copies deeply:
+    per mail it was the spool thread's largest cost); kept by identity because a route with mappings
+    cannot be hashed, and the object is held so that its id cannot be reused while cached."""
+    cached = _route_texts.get(id(route))
+    if cached is not None and cached[0] is route:
+        return cached[1]
+    if len(_route_texts) >= 1024:  # routes of configurations reloaded many times: start again
+        _route_texts.clear()
+    text = json.dumps(asdict(route), sort_keys=True)
+    _route_texts[id(route)] = (route, text)
+    return text
 
 
 class Blob(Protocol):
@@ -170,6 +189,9 @@ class ReceivedMail:
     # What the trust checks found (gateway.trust.results.TrustResult as JSON): kept beside the bytes, never
     # written into them, so that the ClientToken stays the digest of the bytes received.
     verdicts: str | None = None
+    # The header's Message-ID as the front door's triage read it (for listings and logs); None: none found,
+    # or not read yet, and whoever needs it reads the header.
+    message_id: str | None = None
 
 
 class MailSink(Protocol):

@@ -38,13 +38,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from gateway.errors import DeliveryError, SpoolError, SpoolFullError
-from gateway.mail import FileContent, InMemoryContent, MailContent, ReceivedMail, Target
+from gateway.mail import FileContent, InMemoryContent, MailContent, ReceivedMail, Target, route_json
 from gateway.message.mime import HEADER_BYTES, header_message_id
 from gateway.replies import Reply
 from gateway.settings import RouteSettings
@@ -249,10 +249,6 @@ def new_id(now: float) -> str:
     return f"{int(now * 1000):012x}{secrets.token_hex(3)}"
 
 
-def _route_json(route: RouteSettings) -> str:
-    return json.dumps(asdict(route), sort_keys=True)
-
-
 def _route(text: str) -> RouteSettings:
     return RouteSettings(**json.loads(text))
 
@@ -373,7 +369,9 @@ class Spool:
         ids = [new_id(now) for _ in mails]
         with _boundary():
             # What the rows need of the bytes is read before the files move.
-            message_ids = [header_message_id(mail.content.head(HEADER_BYTES)) for mail in mails]
+            message_ids = [
+                mail.message_id or header_message_id(mail.content.head(HEADER_BYTES)) for mail in mails
+            ]
             paths = [
                 self._keep_file(queue_id, mail.content) for queue_id, mail in zip(ids, mails, strict=True)
             ]
@@ -398,7 +396,7 @@ class Spool:
                     "INSERT INTO target (mail_id, position, route, destination, tag, recipients, state)"
                     " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
                     [
-                        (queue_id, position, _route_json(t.route), t.destination, t.tag, json.dumps(rcpts))
+                        (queue_id, position, route_json(t.route), t.destination, t.tag, json.dumps(rcpts))
                         for position, (t, rcpts) in enumerate(groups.values())
                     ],
                 )

@@ -450,6 +450,7 @@ class GatewaySMTP(FixedMethods, SMTP):
             else screen(*arguments)
         )
         refusal = triage.refusal
+        mail = replace(mail, message_id=triage.message_id)
         if (
             refusal is None
             and triage.automatic != Automatic.NO

@@ -30,6 +30,7 @@ class Triage:
     refusal: Reply | None
     automatic: Automatic
     received: int
+    message_id: str | None = None  # as the spool lists it and the logs name it: read here, not again
 
 
 def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: str) -> Triage:
@@ -50,6 +51,8 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
         return Triage(Replies.TOO_MANY_HOPS.format(count=received), automatic, received)
     if any(name.lower() == LOOP_HEADER.lower() and value.strip() == hostname for name, value in headers):
         return Triage(Replies.LOOP, automatic, received)
+    value = parsed.get("message-id")
+    message_id = str(value).strip()[:998] if value else None
     top = parsed if view is block else None  # read as the scan reads it: no bare CR made a space
     with content.view() as data:
         shape = measure(data, max_parts=limits.max_mime_parts, max_depth=limits.max_nesting, top=top)
@@ -57,4 +60,4 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
         return Triage(Replies.NESTED_TOO_DEEP.format(limit=limits.max_nesting), automatic, received)
     if shape.parts > limits.max_mime_parts:
         return Triage(Replies.TOO_MANY_PARTS.format(limit=limits.max_mime_parts), automatic, received)
-    return Triage(None, automatic, received)
+    return Triage(None, automatic, received, message_id)

@@ -76,6 +76,8 @@ def log_received(
 
 
 def _message_id(mail: ReceivedMail) -> str | None:
+    if mail.message_id:
+        return mail.message_id
     try:
         return header_message_id(mail.content.head(HEADER_BYTES))
     except OSError:  # the mail's file is gone (a spool that could not keep it): the line goes without it

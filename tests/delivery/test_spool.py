@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -9,7 +11,7 @@ import pytest
 
 from gateway.delivery.spool import THREAD_DAYS, MailState, Spool, SpoolBusyError
 from gateway.errors import PermanentError
-from gateway.mail import InMemoryContent, ReceivedMail, Target
+from gateway.mail import InMemoryContent, ReceivedMail, Target, route_json
 from gateway.settings import RouteSettings
 
 if TYPE_CHECKING:
@@ -56,6 +58,19 @@ def test_put_keeps_envelope_and_groups_recipients_by_contact(spool: Spool) -> No
     ]
     assert mail.targets[0].target.route == ROUTE  # the route as it was when the mail was accepted
     assert spool.counts()[MailState.QUEUED] == 1
+
+
+def test_put_takes_the_message_id_the_front_door_read(spool: Spool) -> None:
+    """The front door's triage read it: the spool does not parse the header again (without it, it does)."""
+    carried = spool.get(spool.put(replace(received(), message_id="<as-triage-read@client.test>")))
+    assert carried is not None and carried.message_id == "<as-triage-read@client.test>"
+
+
+def test_a_route_is_written_as_json_once_per_route_object() -> None:
+    text = route_json(ROUTE)
+    assert route_json(ROUTE) is text and json.loads(text)["attributes"] == {"a": "b"}
+    changed = replace(ROUTE, attributes={"a": "c"})  # another route object: its own text
+    assert json.loads(route_json(changed))["attributes"] == {"a": "c"}
 
 
 def test_claim_defer_and_recover(spool: Spool) -> None:

@@ -67,6 +67,15 @@ def test_screen_counts_hops_and_keeps_quiet_on_ordinary_mail() -> None:
     assert bare_lf.received == 1
 
 
+def test_screen_reads_the_message_id_once_for_the_spool_and_the_logs() -> None:
+    limits = LimitSettings()
+    named_mail = InMemoryContent(b"Subject: x\r\nMessage-ID:  <m1@client.test> \r\n\r\nb")
+    named = screen(named_mail, "a@b", limits, "mx")
+    assert named.message_id == "<m1@client.test>"
+    unnamed = screen(InMemoryContent(b"Subject: x\r\n\r\nMessage-ID: <in@body>\r\n"), "a@b", limits, "mx")
+    assert unnamed.message_id is None
+
+
 def test_admission_counts_and_windows() -> None:
     clock = Clock()
     admission = Admission(

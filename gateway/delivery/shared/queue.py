@@ -157,7 +157,7 @@ class SharedQueue:
         )
         key = records.object_key(self.prefix, mail_id)
         envelope = records.Envelope.of(
-            mail_id, mail, now, header_message_id(content.head(HEADER_BYTES)), key, digest
+            mail_id, mail, now, mail.message_id or header_message_id(content.head(HEADER_BYTES)), key, digest
         )
         await self.objects.put_mail(key, content, digest)
         return envelope

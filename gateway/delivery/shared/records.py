@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.delivery.spool import MailState, QueuedMail, QueuedTarget, TargetState
-from gateway.mail import MailContent, ReceivedMail, Target
+from gateway.mail import MailContent, ReceivedMail, Target, route_json
 from gateway.replies import Reply
 from gateway.settings import RouteSettings
 
@@ -108,11 +108,10 @@ class Envelope:
         indexes: dict[str, int] = {}
         targets = []
         for target, recipients in self.targets:
-            route = asdict(target.route)
-            text = json.dumps(route, sort_keys=True)
+            text = route_json(target.route)
             if text not in indexes:
                 indexes[text] = len(routes)
-                routes.append(route)
+                routes.append(json.loads(text))
             targets.append(
                 {
                     "route": indexes[text],
@@ -205,7 +204,7 @@ def new_item(envelope: Envelope, state: MailState, now: float) -> dict[str, Any]
         "owner": "",
         "targets": [
             {
-                "route": json.dumps(asdict(target.route), sort_keys=True),
+                "route": route_json(target.route),
                 "destination": target.destination,
                 "tag": target.tag,
                 "recipients": list(recipients),
@@ -250,7 +249,7 @@ def moved_item(
         "owner": "",
         "targets": [
             {
-                "route": json.dumps(asdict(t.target.route), sort_keys=True),
+                "route": route_json(t.target.route),
                 "destination": t.target.destination,
                 "tag": t.target.tag,
                 "recipients": list(t.recipients),
