@@ -329,17 +329,20 @@ def accept_rate(servers: Servers, results: list[dict[str, str]], messages: int, 
     for loop in loops:
         # Both servers run side by side and take turns, ROUNDS times each; the median of each is compared,
         # so that a noisy moment of a shared machine does not land on one side only.
-        bare, bare_port = servers.bare(loop)
-        gateway, gateway_port = servers.gateway(loop, rate=2, burst=2)
         rates: dict[str, list[float]] = {"bare": [], "gateway": []}
+        bare, bare_port = servers.bare(loop)
         try:
-            for port in (bare_port, gateway_port):
-                drive(smtp_source, port, 20, 200, 2000)  # warm up
-            for _ in range(ROUNDS):
-                for kind, port in (("bare", bare_port), ("gateway", gateway_port)):
-                    rates[kind].append(drive(smtp_source, port, 20, messages, 2000))
+            gateway, gateway_port = servers.gateway(loop, rate=2, burst=2)
+            try:
+                turns = [("bare", bare_port), ("gateway", gateway_port)]
+                for _, port in turns:
+                    drive(smtp_source, port, 20, 200, 2000)  # warm up
+                for round_ in range(ROUNDS):
+                    for kind, port in turns if round_ % 2 == 0 else turns[::-1]:  # who goes first alternates
+                        rates[kind].append(drive(smtp_source, port, 20, messages, 2000))
+            finally:
+                stop(gateway)
         finally:
-            stop(gateway)
             stop(bare)
         results.append(row(f"accepted per second, spool mode, 20 sessions, 2 KB ({loop}; median of {ROUNDS})",
                            statistics.median(rates["gateway"]), statistics.median(rates["bare"]), "/s",
