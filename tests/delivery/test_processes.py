@@ -15,7 +15,7 @@ import pytest
 
 from gateway.contact import contract
 from gateway.delivery import processes, reading
-from gateway.delivery.processes import ProcessDied, ProcessPool
+from gateway.delivery.processes import ProcessDied, ProcessPool, UnreadableAnswer
 from gateway.delivery.reading import MailReader, MailSource
 from gateway.errors import UnreadableError
 from gateway.mail import InMemoryContent
@@ -63,73 +63,105 @@ async def _with_pool(check: object, processes: int = 1, max_tasks: int = 0) -> N
         workers.close()
 
 
-def test_answers_and_failures_come_back() -> None:
+@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
+def test_answers_and_failures_come_back(small: bool) -> None:
     async def check(workers: ProcessPool) -> None:
-        assert await workers.run(double, (21,), budget=30) == 42
+        assert await workers.run(double, (21,), budget=30, small=small) == 42
         with pytest.raises(ValueError, match="no"):
-            await workers.run(fail, (), budget=30)
-        assert await workers.run(double, (2,), budget=30) == 4
+            await workers.run(fail, (), budget=30, small=small)
+        assert await workers.run(double, (2,), budget=30, small=small) == 4
 
     asyncio.run(_with_pool(check))
 
 
-def test_a_task_over_its_budget_is_killed_with_its_process_and_the_next_one_runs() -> None:
+@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
+def test_a_task_over_its_budget_is_killed_with_its_process_and_the_next_one_runs(small: bool) -> None:
     async def check(workers: ProcessPool) -> None:
-        first = await workers.run(pid, (), budget=30)
+        first = await workers.run(pid, (), budget=30, small=small)
         with pytest.raises(TimeoutError):
-            await workers.run(sleep, (30,), budget=0.5)
-        assert await workers.run(pid, (), budget=30) != first
+            await workers.run(sleep, (30,), budget=0.5, small=small)
+        assert await workers.run(pid, (), budget=30, small=small) != first
         with pytest.raises(ProcessLookupError):
             os.kill(first, 0)
 
     asyncio.run(_with_pool(check))
 
 
-def test_a_task_that_kills_its_process_is_reported_and_the_process_replaced() -> None:
+@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
+def test_a_task_that_kills_its_process_is_reported_and_the_process_replaced(small: bool) -> None:
     async def check(workers: ProcessPool) -> None:
         with pytest.raises(ProcessDied) as died:
-            await workers.run(die, (), budget=30)
+            await workers.run(die, (), budget=30, small=small)
         assert died.value.exitcode == 7
-        assert await workers.run(double, (1,), budget=30) == 2
+        assert await workers.run(double, (1,), budget=30, small=small) == 2
 
     asyncio.run(_with_pool(check))
 
 
-def test_a_process_that_died_idle_does_not_fail_the_next_task() -> None:
+@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
+def test_a_process_that_died_idle_does_not_fail_the_next_task(small: bool) -> None:
     """Killed by an operator or the OOM killer between tasks: the next task goes to a fresh process."""
 
     async def check(workers: ProcessPool) -> None:
-        first = await workers.run(pid, (), budget=30)
+        first = await workers.run(pid, (), budget=30, small=small)
         os.kill(first, signal.SIGKILL)
         await asyncio.sleep(0.2)
-        assert await workers.run(pid, (), budget=30) not in (first, os.getpid())
+        assert await workers.run(pid, (), budget=30, small=small) not in (first, os.getpid())
 
     asyncio.run(_with_pool(check))
 
 
-def test_a_process_is_replaced_after_its_share_of_tasks() -> None:
+@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
+def test_a_process_is_replaced_after_its_share_of_tasks(small: bool) -> None:
     async def check(workers: ProcessPool) -> None:
-        pids = [await workers.run(pid, (), budget=30) for _ in range(4)]
+        pids = [await workers.run(pid, (), budget=30, small=small) for _ in range(4)]
         assert pids[0] == pids[1] and pids[2] == pids[3] and pids[0] != pids[2]
 
     asyncio.run(_with_pool(check, max_tasks=2))
 
 
-def test_cancelling_a_task_stops_its_process() -> None:
+@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
+def test_cancelling_a_task_stops_its_process(small: bool) -> None:
     async def check(workers: ProcessPool) -> None:
-        first = await workers.run(pid, (), budget=30)
-        running = asyncio.ensure_future(workers.run(sleep, (30,), budget=60))
+        first = await workers.run(pid, (), budget=30, small=small)
+        running = asyncio.ensure_future(workers.run(sleep, (30,), budget=60, small=small))
         await asyncio.sleep(0.5)
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-        assert await workers.run(pid, (), budget=30) != first
+        assert await workers.run(pid, (), budget=30, small=small) != first
 
     asyncio.run(_with_pool(check))
 
 
 def unpicklable_answer() -> object:
     return threading.Lock()
+
+
+def _refuse() -> None:
+    raise ValueError("not here")
+
+
+class Unloadable:
+    """Pickles in the worker; unpickling it (in the parent) raises."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse, ())
+
+
+def unloadable_answer() -> object:
+    return Unloadable()
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
+def test_an_answer_that_does_not_unpickle_is_reported_and_the_process_replaced(small: bool) -> None:
+    async def check(workers: ProcessPool) -> None:
+        first = await workers.run(pid, (), budget=30, small=small)
+        with pytest.raises(UnreadableAnswer, match="ValueError"):
+            await workers.run(unloadable_answer, (), budget=30, small=small)
+        assert await workers.run(pid, (), budget=30, small=small) != first
+
+    asyncio.run(_with_pool(check))
 
 
 def test_a_worker_answers_each_task_until_its_pipe_ends() -> None:
@@ -173,8 +205,9 @@ def test_the_reader_reports_what_ends_a_reading_as_unreadable(tmp_path: Path) ->
                 (die, (), "died reading it (exit code 7)"),
                 (recurse, (), "exhausted the reader: RecursionError"),
             ):
-                with pytest.raises(UnreadableError, match=re.escape(reason)):
-                    await reader._run(task, arguments)
+                for small in (False, True):
+                    with pytest.raises(UnreadableError, match=re.escape(reason)):
+                        await reader._run(task, arguments, small)
         finally:
             reader.close()
 
