@@ -298,6 +298,8 @@ class DeliveryWorkers:
         message_ids = [fitted.mail.message_id] if fitted.mail.message_id else []
 
         async def related(target: Target) -> str | None:
+            if not threads:  # not a reply: nothing to look up (no trip to the spool's thread)
+                return None
             return await self._queue.related_contact(target.route.instance_id, threads)
 
         async def save(pending: Pending, request: StartEmailContactRequestTypeDef) -> None:
