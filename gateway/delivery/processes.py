@@ -3,13 +3,11 @@ takes the process with it, and a fresh one replaces it.
 
 Each process has its own pipe and takes one task at a time; the exchange (task out, answer back) runs in
 a thread, so that a large answer is never unpickled on the event loop and the budget's timer always
-fires; a task and answer known to be small are exchanged on the event loop, woken when the answer is
-there (for a 2 KB mail the thread's hop cost the parent more than the exchange itself). A process found
-dead when it is given a task (killed, out of memory, its initializer failed) is replaced and another
-takes the task: the task is not blamed. It replaced pebble's pool, which wakes every idle process for
-each task over one shared pipe, acknowledges it, and runs two threads in the parent: with the small
-mail's bytes sent along instead of looked up in the spool, reading a 2 KB mail went from 2.0 to 1.1 ms
-of the readers' CPU, and the parent's 0.6 ms of pool threads went.
+fires. A process found dead when it is given a task (killed, out of memory, its initializer failed) is
+replaced and another takes the task: the task is not blamed. It replaced pebble's pool, which wakes every
+idle process for each task over one shared pipe, acknowledges it, and runs two threads in the parent:
+with the small mail's bytes sent along instead of looked up in the spool, reading a 2 KB mail went from
+2.0 to 1.1 ms of the readers' CPU, and the parent's 0.6 ms of pool threads went.
 """
 
 from __future__ import annotations
@@ -108,39 +106,6 @@ def _exchange(worker: _Worker, task: Callable[..., Any], arguments: tuple[Any, .
     return answer
 
 
-async def _exchange_here(
-    worker: _Worker, task: Callable[..., Any], arguments: tuple[Any, ...]
-) -> tuple[bool, Any]:
-    """:func:`_exchange` on the event loop, for a small task and answer: the loop waits for the answer to
-    be readable (or the pipe to end), never in a blocking read, so the budget's timer still fires."""
-    if not worker.process.is_alive():
-        raise _Gone
-    try:
-        worker.connection.send((task, arguments))  # small: into the pipe's buffer, or read at once
-    except OSError:
-        raise _Gone from None
-    loop = asyncio.get_running_loop()
-    readable = loop.create_future()
-
-    def wake() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    descriptor = worker.connection.fileno()
-    loop.add_reader(descriptor, wake)
-    try:
-        await readable
-    finally:
-        loop.remove_reader(descriptor)
-    try:
-        answer: tuple[bool, Any] = worker.connection.recv()
-    except (EOFError, OSError):
-        raise ProcessDied(await asyncio.to_thread(_exit, worker, JOIN_SECONDS)) from None
-    except Exception as error:  # an answer that was pickled there but does not unpickle here
-        raise UnreadableAnswer(type(error).__name__) from None
-    return answer
-
-
 class ProcessPool:
     """``processes`` processes from ``context``, each running ``initializer(*initargs)`` first and
     replaced after ``max_tasks`` tasks (whatever it fragmented is given back)."""
@@ -170,19 +135,12 @@ class ProcessPool:
         for _ in range(self._size - len(self._workers) - len(self._spawning)):
             self._keep(self._spawn(), self._spawning)
 
-    async def run(
-        self, task: Callable[..., T], arguments: tuple[Any, ...], budget: float, *, small: bool = False
-    ) -> T:
+    async def run(self, task: Callable[..., T], arguments: tuple[Any, ...], budget: float) -> T:
         """``task(*arguments)`` in a process; :class:`TimeoutError` after ``budget`` seconds,
-        :class:`ProcessDied` when its process ends first: either way the process is replaced. ``small``:
-        the arguments and the answer are a few KiB, exchanged on the event loop rather than in a thread."""
+        :class:`ProcessDied` when its process ends first: either way the process is replaced."""
         while True:
             worker = await self._idle.get()
-            exchange = asyncio.ensure_future(
-                _exchange_here(worker, task, arguments)
-                if small
-                else asyncio.to_thread(_exchange, worker, task, arguments)
-            )
+            exchange = asyncio.ensure_future(asyncio.to_thread(_exchange, worker, task, arguments))
             try:
                 async with asyncio.timeout(budget):
                     ok, value = await asyncio.shield(exchange)

@@ -37,7 +37,6 @@ __all__ = ["Body", "MailReader", "MailSource", "ReadMail", "read_here"]
 T = TypeVar("T")
 SPILL_BYTES = 64 * 1024  # an attachment larger than this comes back as a file, not as bytes
 TASKS_PER_PROCESS = 500  # then the process is replaced: whatever it fragmented is given back
-SMALL_EXCHANGE_BYTES = 32 * 1024  # a mail up to this goes and comes back on the event loop, not a thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +80,6 @@ class MailSource:
         if isinstance(content, FileContent):
             return cls(path=content.path)
         return cls(data=content.read())
-
-    @property
-    def small(self) -> bool:
-        """Small enough that the mail, and what reading it gives back, cross the pipe on the event loop
-        (its decoded parts are no larger than its encoded bytes)."""
-        return self.data is not None and len(self.data) <= SMALL_EXCHANGE_BYTES
 
     def open(self) -> BinaryIO:
         """The mail's bytes to read in chunks: a large mail's file is never read whole."""
@@ -182,17 +175,16 @@ class MailReader:
         """The read mail; :class:`~gateway.errors.UnreadableError` when it cannot be read within its budget
         (or kills its reader): reading it again would end the same way."""
         arguments = (source, self._policy, contract.limits(), self._workdir, tuple(infected))
-        return await self._run(_in_worker, arguments, source.small)
+        return await self._run(_in_worker, arguments)
 
     async def parse(self, content: MailContent) -> ParsedMail:
         """The parsed mail with every file's bytes (the virus scan's), read the same way."""
-        source = MailSource.of(content)
-        return await self._run(_parse_in_worker, (source,), source.small)
+        return await self._run(_parse_in_worker, (MailSource.of(content),))
 
-    async def _run(self, task: Callable[..., T], arguments: tuple[object, ...], small: bool) -> T:
+    async def _run(self, task: Callable[..., T], arguments: tuple[object, ...]) -> T:
         self.start()
         try:
-            return await self._pool.run(task, arguments, self._budget, small=small)
+            return await self._pool.run(task, arguments, self._budget)
         except TimeoutError:
             raise UnreadableError(f"reading it took longer than {self._budget:g} seconds") from None
         except ProcessDied as error:

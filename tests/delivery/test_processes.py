@@ -63,73 +63,67 @@ async def _with_pool(check: object, processes: int = 1, max_tasks: int = 0) -> N
         workers.close()
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
-def test_answers_and_failures_come_back(small: bool) -> None:
+def test_answers_and_failures_come_back() -> None:
     async def check(workers: ProcessPool) -> None:
-        assert await workers.run(double, (21,), budget=30, small=small) == 42
+        assert await workers.run(double, (21,), budget=30) == 42
         with pytest.raises(ValueError, match="no"):
-            await workers.run(fail, (), budget=30, small=small)
-        assert await workers.run(double, (2,), budget=30, small=small) == 4
+            await workers.run(fail, (), budget=30)
+        assert await workers.run(double, (2,), budget=30) == 4
 
     asyncio.run(_with_pool(check))
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
-def test_a_task_over_its_budget_is_killed_with_its_process_and_the_next_one_runs(small: bool) -> None:
+def test_a_task_over_its_budget_is_killed_with_its_process_and_the_next_one_runs() -> None:
     async def check(workers: ProcessPool) -> None:
-        first = await workers.run(pid, (), budget=30, small=small)
+        first = await workers.run(pid, (), budget=30)
         with pytest.raises(TimeoutError):
-            await workers.run(sleep, (30,), budget=0.5, small=small)
-        assert await workers.run(pid, (), budget=30, small=small) != first
+            await workers.run(sleep, (30,), budget=0.5)
+        assert await workers.run(pid, (), budget=30) != first
         with pytest.raises(ProcessLookupError):
             os.kill(first, 0)
 
     asyncio.run(_with_pool(check))
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
-def test_a_task_that_kills_its_process_is_reported_and_the_process_replaced(small: bool) -> None:
+def test_a_task_that_kills_its_process_is_reported_and_the_process_replaced() -> None:
     async def check(workers: ProcessPool) -> None:
         with pytest.raises(ProcessDied) as died:
-            await workers.run(die, (), budget=30, small=small)
+            await workers.run(die, (), budget=30)
         assert died.value.exitcode == 7
-        assert await workers.run(double, (1,), budget=30, small=small) == 2
+        assert await workers.run(double, (1,), budget=30) == 2
 
     asyncio.run(_with_pool(check))
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
-def test_a_process_that_died_idle_does_not_fail_the_next_task(small: bool) -> None:
+def test_a_process_that_died_idle_does_not_fail_the_next_task() -> None:
     """Killed by an operator or the OOM killer between tasks: the next task goes to a fresh process."""
 
     async def check(workers: ProcessPool) -> None:
-        first = await workers.run(pid, (), budget=30, small=small)
+        first = await workers.run(pid, (), budget=30)
         os.kill(first, signal.SIGKILL)
         await asyncio.sleep(0.2)
-        assert await workers.run(pid, (), budget=30, small=small) not in (first, os.getpid())
+        assert await workers.run(pid, (), budget=30) not in (first, os.getpid())
 
     asyncio.run(_with_pool(check))
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
-def test_a_process_is_replaced_after_its_share_of_tasks(small: bool) -> None:
+def test_a_process_is_replaced_after_its_share_of_tasks() -> None:
     async def check(workers: ProcessPool) -> None:
-        pids = [await workers.run(pid, (), budget=30, small=small) for _ in range(4)]
+        pids = [await workers.run(pid, (), budget=30) for _ in range(4)]
         assert pids[0] == pids[1] and pids[2] == pids[3] and pids[0] != pids[2]
 
     asyncio.run(_with_pool(check, max_tasks=2))
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
-def test_cancelling_a_task_stops_its_process(small: bool) -> None:
+def test_cancelling_a_task_stops_its_process() -> None:
     async def check(workers: ProcessPool) -> None:
-        first = await workers.run(pid, (), budget=30, small=small)
-        running = asyncio.ensure_future(workers.run(sleep, (30,), budget=60, small=small))
+        first = await workers.run(pid, (), budget=30)
+        running = asyncio.ensure_future(workers.run(sleep, (30,), budget=60))
         await asyncio.sleep(0.5)
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-        assert await workers.run(pid, (), budget=30, small=small) != first
+        assert await workers.run(pid, (), budget=30) != first
 
     asyncio.run(_with_pool(check))
 
@@ -153,13 +147,12 @@ def unloadable_answer() -> object:
     return Unloadable()
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["thread", "loop"])
-def test_an_answer_that_does_not_unpickle_is_reported_and_the_process_replaced(small: bool) -> None:
+def test_an_answer_that_does_not_unpickle_is_reported_and_the_process_replaced() -> None:
     async def check(workers: ProcessPool) -> None:
-        first = await workers.run(pid, (), budget=30, small=small)
+        first = await workers.run(pid, (), budget=30)
         with pytest.raises(UnreadableAnswer, match="ValueError"):
-            await workers.run(unloadable_answer, (), budget=30, small=small)
-        assert await workers.run(pid, (), budget=30, small=small) != first
+            await workers.run(unloadable_answer, (), budget=30)
+        assert await workers.run(pid, (), budget=30) != first
 
     asyncio.run(_with_pool(check))
 
@@ -205,9 +198,8 @@ def test_the_reader_reports_what_ends_a_reading_as_unreadable(tmp_path: Path) ->
                 (die, (), "died reading it (exit code 7)"),
                 (recurse, (), "exhausted the reader: RecursionError"),
             ):
-                for small in (False, True):
-                    with pytest.raises(UnreadableError, match=re.escape(reason)):
-                        await reader._run(task, arguments, small)
+                with pytest.raises(UnreadableError, match=re.escape(reason)):
+                    await reader._run(task, arguments)
         finally:
             reader.close()
 
