@@ -13,13 +13,13 @@ import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import BinaryIO
 
 from gateway.message.decoding import address_list, decode_bytes, decode_header
+from gateway.message.folding import FoldingParser
 from gateway.message.structure import Attachment, read_structure
 
 __all__ = [
@@ -106,7 +106,8 @@ def parse_mail(raw: bytes | BinaryIO, *, received: bool = False) -> ParsedMail:
 
 def _message(chunks: Iterator[bytes], received: bool) -> Message:
     """The standard library's parse of the chunks, fed as they come: what ``message_from_bytes`` does with
-    the same bytes (it feeds its parser too), without first decoding the whole mail into one string.
+    the same bytes (it feeds its parser too), without first decoding the whole mail into one string, and
+    with long runs of base64 lines folded while it reads (:mod:`.folding`).
 
     A received mail whose body the parser would keep as one string (:func:`_one_text_body`) gets it
     directly: the parser would first hold it as a list of line strings, a gigabyte for 40 MiB of 2-byte
@@ -118,7 +119,7 @@ def _message(chunks: Iterator[bytes], received: bool) -> Message:
             headers.set_payload(b"".join(chunks).decode("ascii", "surrogateescape"))
             return headers
         chunks = itertools.chain([head], chunks)
-    parser = BytesFeedParser(policy=compat32)
+    parser = FoldingParser()
     for chunk in chunks:
         parser.feed(chunk)
     return parser.close()
