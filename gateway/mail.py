@@ -189,9 +189,10 @@ class ReceivedMail:
     # What the trust checks found (gateway.trust.results.TrustResult as JSON): kept beside the bytes, never
     # written into them, so that the ClientToken stays the digest of the bytes received.
     verdicts: str | None = None
-    # The header's Message-ID as the front door's triage read it (for listings and logs); None: none found,
-    # or not read yet, and whoever needs it reads the header.
+    # The header's Message-ID as the front door's triage read it (for listings and logs; None: it has none)
+    # when ``message_id_known``; else not read yet, and whoever needs it reads the header.
     message_id: str | None = None
+    message_id_known: bool = False
 
 
 class MailSink(Protocol):

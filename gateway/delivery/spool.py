@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, cast
 
 from gateway.errors import DeliveryError, SpoolError, SpoolFullError
 from gateway.mail import FileContent, InMemoryContent, MailContent, ReceivedMail, Target, route_json
-from gateway.message.mime import HEADER_BYTES, header_message_id
+from gateway.message.mime import received_message_id
 from gateway.replies import Reply
 from gateway.settings import RouteSettings
 
@@ -369,9 +369,7 @@ class Spool:
         ids = [new_id(now) for _ in mails]
         with _boundary():
             # What the rows need of the bytes is read before the files move.
-            message_ids = [
-                mail.message_id or header_message_id(mail.content.head(HEADER_BYTES)) for mail in mails
-            ]
+            message_ids = [received_message_id(mail) for mail in mails]
             paths = [
                 self._keep_file(queue_id, mail.content) for queue_id, mail in zip(ids, mails, strict=True)
             ]

@@ -450,7 +450,7 @@ class GatewaySMTP(FixedMethods, SMTP):
             else screen(*arguments)
         )
         refusal = triage.refusal
-        mail = replace(mail, message_id=triage.message_id)
+        mail = replace(mail, message_id=triage.message_id, message_id_known=triage.message_id_known)
         if (
             refusal is None
             and triage.automatic != Automatic.NO

@@ -31,6 +31,7 @@ class Triage:
     automatic: Automatic
     received: int
     message_id: str | None = None  # as the spool lists it and the logs name it: read here, not again
+    message_id_known: bool = False  # the header was read (``message_id`` None: it has none)
 
 
 def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: str) -> Triage:
@@ -47,17 +48,22 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
     headers = [(name, str(value)) for name, value in parsed.raw_items()]
     received = sum(1 for name, _ in headers if name.lower() == "received")
     automatic = classify(headers, sender)
-    if received > limits.max_received_headers:
-        return Triage(Replies.TOO_MANY_HOPS.format(count=received), automatic, received)
-    if any(name.lower() == LOOP_HEADER.lower() and value.strip() == hostname for name, value in headers):
-        return Triage(Replies.LOOP, automatic, received)
     value = parsed.get("message-id")
     message_id = str(value).strip()[:998] if value else None
+
+    def read(refusal: Reply | None) -> Triage:
+        """The verdict, with what the header said: the Message-ID goes with the mail, read once."""
+        return Triage(refusal, automatic, received, message_id, message_id_known=True)
+
+    if received > limits.max_received_headers:
+        return read(Replies.TOO_MANY_HOPS.format(count=received))
+    if any(name.lower() == LOOP_HEADER.lower() and value.strip() == hostname for name, value in headers):
+        return read(Replies.LOOP)
     top = parsed if view is block else None  # read as the scan reads it: no bare CR made a space
     with content.view() as data:
         shape = measure(data, max_parts=limits.max_mime_parts, max_depth=limits.max_nesting, top=top)
     if shape.depth > limits.max_nesting:
-        return Triage(Replies.NESTED_TOO_DEEP.format(limit=limits.max_nesting), automatic, received)
+        return read(Replies.NESTED_TOO_DEEP.format(limit=limits.max_nesting))
     if shape.parts > limits.max_mime_parts:
-        return Triage(Replies.TOO_MANY_PARTS.format(limit=limits.max_mime_parts), automatic, received)
-    return Triage(None, automatic, received, message_id)
+        return read(Replies.TOO_MANY_PARTS.format(limit=limits.max_mime_parts))
+    return read(None)

@@ -18,6 +18,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import BinaryIO
 
+from gateway.mail import ReceivedMail
 from gateway.message.decoding import address_list, decode_bytes, decode_header
 from gateway.message.folding import FoldingParser
 from gateway.message.structure import Attachment, read_structure
@@ -30,6 +31,7 @@ __all__ = [
     "header_end",
     "header_message_id",
     "parse_mail",
+    "received_message_id",
     "smtp_header_view",
 ]
 
@@ -188,6 +190,13 @@ def header_message_id(raw: bytes) -> str | None:
     headers = BytesHeaderParser(policy=compat32).parsebytes(smtp_header_view(raw[:HEADER_BYTES]))
     value = headers.get("message-id")
     return str(value).strip()[:998] if value else None
+
+
+def received_message_id(mail: ReceivedMail) -> str | None:
+    """A received mail's Message-ID for listings and logs: the front door's reading, or the header's."""
+    if mail.message_id_known:
+        return mail.message_id
+    return header_message_id(mail.content.head(HEADER_BYTES))
 
 
 def _message_ids(value: str | None) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway.message.mime import HEADER_BYTES, header_message_id
+from gateway.message.mime import received_message_id
 
 if TYPE_CHECKING:
     from gateway.mail import ReceivedMail
@@ -76,10 +76,8 @@ def log_received(
 
 
 def _message_id(mail: ReceivedMail) -> str | None:
-    if mail.message_id:
-        return mail.message_id
     try:
-        return header_message_id(mail.content.head(HEADER_BYTES))
+        return received_message_id(mail)
     except OSError:  # the mail's file is gone (a spool that could not keep it): the line goes without it
         return None
 

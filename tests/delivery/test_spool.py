@@ -61,9 +61,16 @@ def test_put_keeps_envelope_and_groups_recipients_by_contact(spool: Spool) -> No
 
 
 def test_put_takes_the_message_id_the_front_door_read(spool: Spool) -> None:
-    """The front door's triage read it: the spool does not parse the header again (without it, it does)."""
-    carried = spool.get(spool.put(replace(received(), message_id="<as-triage-read@client.test>")))
-    assert carried is not None and carried.message_id == "<as-triage-read@client.test>"
+    """The front door's triage read it (or found none): the spool does not parse the header again; a mail
+    nobody read yet gets the header's."""
+    as_read = replace(received(), message_id="<as-triage-read@client.test>", message_id_known=True)
+    found_none = replace(received(), message_id=None, message_id_known=True)
+    ids = [spool.get(spool.put(mail)) for mail in (as_read, found_none, received())]
+    assert [mail.message_id if mail else "gone" for mail in ids] == [
+        "<as-triage-read@client.test>",
+        None,
+        "<m1@client.test>",
+    ]
 
 
 def test_a_route_is_written_as_json_once_per_route_object() -> None:

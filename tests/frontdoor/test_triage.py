@@ -73,7 +73,14 @@ def test_screen_reads_the_message_id_once_for_the_spool_and_the_logs() -> None:
     named = screen(named_mail, "a@b", limits, "mx")
     assert named.message_id == "<m1@client.test>"
     unnamed = screen(InMemoryContent(b"Subject: x\r\n\r\nMessage-ID: <in@body>\r\n"), "a@b", limits, "mx")
-    assert unnamed.message_id is None
+    assert (unnamed.message_id, unnamed.message_id_known) == (None, True)  # none: nobody looks again
+    hops = b"Received: a\r\n" * (limits.max_received_headers + 1) + b"Message-ID: <loop@x>\r\n\r\nb"
+    refused = screen(InMemoryContent(hops), "a@b", limits, "mx")
+    assert refused.refusal is not None
+    assert (refused.message_id, refused.message_id_known) == ("<loop@x>", True)
+    big = b"X: " + b"y" * limits.max_header_size + b"\r\n\r\n"
+    too_big = screen(InMemoryContent(big), "a@b", limits, "mx")
+    assert too_big.refusal is not None and not too_big.message_id_known  # never parsed
 
 
 def test_admission_counts_and_windows() -> None:

@@ -44,7 +44,7 @@ from gateway.delivery.shared.receiver import Receiver
 from gateway.delivery.spool import DONE_RETENTION_SECONDS, THREAD_DAYS, MailState, Notice, QueuedMail, new_id
 from gateway.errors import ConditionFailedError, DeliveryError, SpoolError
 from gateway.mail import FileContent, MailContent, ReceivedMail
-from gateway.message.mime import HEADER_BYTES, header_message_id
+from gateway.message.mime import received_message_id
 from gateway.observe.metrics import Metrics
 from gateway.replies import Reply
 from gateway.settings import AttachmentSettings, QueueSettings
@@ -156,9 +156,7 @@ class SharedQueue:
             else await asyncio.to_thread(sha256_of, content)
         )
         key = records.object_key(self.prefix, mail_id)
-        envelope = records.Envelope.of(
-            mail_id, mail, now, mail.message_id or header_message_id(content.head(HEADER_BYTES)), key, digest
-        )
+        envelope = records.Envelope.of(mail_id, mail, now, received_message_id(mail), key, digest)
         await self.objects.put_mail(key, content, digest)
         return envelope
 
