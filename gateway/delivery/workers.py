@@ -27,6 +27,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,20 @@ def backoff(
 def _verdicts(item: QueuedMail) -> TrustResult | None:
     """What the trust checks found at DATA, stored beside the mail."""
     return TrustResult.from_json(json.loads(item.verdicts)) if item.verdicts else None
+
+
+def _after(item: QueuedMail, delivered: dict[int, str | None]) -> QueuedMail:
+    """The claimed mail with this attempt's deliveries (position: ContactId) applied: the targets' states
+    and ContactIds that concluding needs, without a trip to the queue to read them back."""
+    return replace(
+        item,
+        targets=tuple(
+            replace(t, state=TargetState.DELIVERED, contact_id=delivered[t.position] or t.contact_id)
+            if t.position in delivered
+            else t
+            for t in item.targets
+        ),
+    )
 
 
 def _age(seconds: float) -> str:
@@ -310,6 +325,8 @@ class DeliveryWorkers:
             for t in item.pending
         ]
         transient: Outcome | None = None
+        delivered: dict[int, str | None] = {}  # position: ContactId, of this attempt
+        refused = False
         outcomes = self._deliverer.deliver(
             content,
             read,
@@ -324,6 +341,7 @@ class DeliveryWorkers:
             position = outcome.pending.position
             if outcome.error is None:
                 await self._queue.delivered(item.id, position, outcome.contact_id, message_ids)
+                delivered[position] = outcome.contact_id
             elif outcome.error.transient:
                 transient = outcome
             else:
@@ -331,10 +349,12 @@ class DeliveryWorkers:
                 logged = loggable(str(error), error.summary)
                 log.warning("%s: %s refused for good: %s", item.id, outcome.target.destination, logged)
                 await self._queue.failed(item.id, position, error)
-        await self._conclude(item, transient)
+                refused = True
+        await self._conclude(item, transient, None if refused else _after(item, delivered))
 
-    async def _conclude(self, item: QueuedMail, outcome: Outcome | None) -> None:
-        """Done, deferred, or dead (with a notification), from the state of the mail's targets."""
+    async def _conclude(self, item: QueuedMail, outcome: Outcome | None, known: QueuedMail | None) -> None:
+        """Done, deferred, or dead (with a notification), from the state of the mail's targets (``known``:
+        as they are now, when this attempt only delivered; else they are read back from the queue)."""
         now = time.time()
         if outcome is not None and outcome.error is not None:
             transient = outcome.error
@@ -359,7 +379,7 @@ class DeliveryWorkers:
             given_up = f"gave up after {_age(age)} and {attempts} attempts; last error: "
             await self._bury(item.id, given_up + str(transient), given_up + transient.summary)
             return
-        current = await self._queue.get(item.id)
+        current = known or await self._queue.get(item.id)
         assert current is not None
         refused = [t for t in current.targets if t.state == TargetState.FAILED]
         if refused:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
-from gateway.delivery.spool import THREAD_DAYS, MailState, Spool, SpoolBusyError
+from gateway.delivery.spool import THREAD_DAYS, MailState, Spool, SpoolBusyError, TargetState
+from gateway.delivery.workers import _after
 from gateway.errors import PermanentError
 from gateway.mail import InMemoryContent, ReceivedMail, Target, route_json
 from gateway.settings import RouteSettings
@@ -157,3 +158,19 @@ def test_a_second_connection_sees_the_same_spool(tmp_path: Path) -> None:
     assert second.get(queue_id) is not None
     with pytest.raises(FileNotFoundError):
         Spool(tmp_path / "missing", create=False)
+
+
+def test_what_a_worker_concludes_from_is_what_the_spool_holds(spool: Spool) -> None:
+    """After an attempt that only delivered, a worker concludes from the claimed mail with its deliveries
+    applied instead of reading the mail back: the same targets, states and ContactIds as the spool's."""
+    spool.put(received())
+    item = spool.claim()
+    assert item is not None and len(item.targets) == 2
+    spool.delivered(item.id, 1, "contact-1")
+    held = spool.get(item.id)
+    assert held is not None
+    view = _after(item, {1: "contact-1"})
+    assert [(t.position, t.state, t.contact_id) for t in view.targets] == [
+        (t.position, t.state, t.contact_id) for t in held.targets
+    ]
+    assert [t.state for t in view.targets] == [TargetState.PENDING, TargetState.DELIVERED]
