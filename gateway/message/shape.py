@@ -69,6 +69,9 @@ class _Scan:
         self.open: list[_Open] = []
         self.by_boundary: dict[bytes, list[int]] = {}  # boundary -> indexes into self.open
         self.status_body: tuple[int, int] | None = None  # a delivery-status body: where, at what depth
+        # Where no CR comes right before ``--``, a boundary line follows a LF: its search can start with a
+        # literal (ten times faster); a mail with lone CRs as line ends gets the search for either.
+        self.line_ends = b"\n" if data.find(b"\r--") < 0 else b"\r\n"
 
     def over(self) -> bool:
         return self.parts > self.max_parts or self.depth > self.max_depth
@@ -79,7 +82,8 @@ class _Scan:
         while self.open and not self.over():
             # Only the open boundaries can end a part: search for exactly those (at C speed), and search
             # again with the new set whenever it changes.
-            match = _boundary_lines(tuple(o.boundary for o in self.open)).search(self.data, position)
+            boundaries = tuple(o.boundary for o in self.open)
+            match = _boundary_lines(boundaries, self.line_ends).search(self.data, position)
             if match is None:
                 break
             position = match.end()
@@ -142,13 +146,14 @@ class _Scan:
 
 
 @functools.lru_cache(maxsize=256)
-def _boundary_lines(boundaries: tuple[bytes, ...]) -> re.Pattern[bytes]:
+def _boundary_lines(boundaries: tuple[bytes, ...], line_ends: bytes) -> re.Pattern[bytes]:
     """A line that is ``--`` one of ``boundaries``, optionally ``--`` again, then blanks and its end (the
-    parser's own rule for a boundary line)."""
+    parser's own rule for a boundary line), after one of ``line_ends``."""
     choices = b"|".join(re.escape(b) for b in sorted(set(boundaries), key=len, reverse=True))
     # The line end before it is part of the match (a lookbehind would be slower); a part never starts at
     # the very first byte (the mail's own header block comes first).
-    return re.compile(rb"[\r\n]--(" + choices + rb")(--)?[ \t]*(?=\r|\n|\Z)")
+    lead = re.escape(line_ends) if len(line_ends) == 1 else b"[" + line_ends + b"]"
+    return re.compile(lead + rb"--(" + choices + rb")(--)?[ \t]*(?=\r|\n|\Z)")
 
 
 def _after_line_end(data: Buffer, position: int) -> int:
