@@ -98,9 +98,12 @@ def _unfold(message: Message, token: str, runs: list[str]) -> None:
         return text
 
     for part in message.walk():
-        payload = part.get_payload()  # a part's text as the parser kept it (nothing decoded)
+        # The text as the parser stored it: get_payload() would hand back a text with 8-bit bytes decoded
+        # by the part's charset, and setting that back would change the part.
+        stored = vars(part)
+        payload = stored.get("_payload")
         if isinstance(payload, str) and token in payload:
-            part.set_payload(_TOKEN.sub(run, payload))
+            stored["_payload"] = _TOKEN.sub(run, payload)
         if part.preamble and token in part.preamble:
             part.preamble = _TOKEN.sub(run, part.preamble)
         if part.epilogue and token in part.epilogue:

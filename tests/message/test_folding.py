@@ -29,7 +29,7 @@ def reading(message: Message) -> list[object]:
     return [
         (
             part.items(),
-            part.get_payload() if isinstance(part.get_payload(), str) else len(part.get_payload()),
+            vars(part)["_payload"] if isinstance(part.get_payload(), str) else len(part.get_payload()),
             part.preamble,
             part.epilogue,
             [type(defect).__name__ for defect in part.defects],
@@ -103,6 +103,19 @@ def test_a_run_is_only_looked_for_from_a_line_start() -> None:
     )
     cut = raw.index(b"--") + 2
     assert reading(folded(raw, [cut])) == reading(BytesParser(policy=compat32).parsebytes(raw))
+
+
+def test_a_part_with_8_bit_bytes_keeps_them_as_the_parser_stored_them() -> None:
+    """A run in a part whose other lines hold raw UTF-8: the text goes back as the parser stored it (its
+    8-bit bytes as surrogates), not as ``get_payload()`` shows it (decoded by the part's charset)."""
+    numbers = b"".join(b"%d\r\n" % n for n in range(10_000, 10_000 + 2 * RUN_LINES))
+    raw = (
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nBestellnummern f\xc3\xbcr Z\xc3\xbcrich:\r\n"
+        + numbers
+    )
+    message = folded(raw, [])
+    assert reading(message) == reading(BytesParser(policy=compat32).parsebytes(raw))
+    assert message.get_payload(decode=True) == raw[raw.index(b"\r\n\r\n") + 4 :]
 
 
 def test_long_runs_are_folded_and_put_back() -> None:
