@@ -70,8 +70,9 @@ class _Scan:
         self.by_boundary: dict[bytes, list[int]] = {}  # boundary -> indexes into self.open
         self.status_body: tuple[int, int] | None = None  # a delivery-status body: where, at what depth
         # Where no CR comes right before ``--``, a boundary line follows a LF: its search can start with a
-        # literal (ten times faster); a mail with lone CRs as line ends gets the search for either.
-        self.line_ends = b"\n" if data.find(b"\r--") < 0 else b"\r\n"
+        # literal (ten times faster); a mail with lone CRs as line ends gets the search for either. (From 0:
+        # a memory map's find starts at its position.)
+        self.line_ends = b"\n" if data.find(b"\r--", 0) < 0 else b"\r\n"
 
     def over(self) -> bool:
         return self.parts > self.max_parts or self.depth > self.max_depth

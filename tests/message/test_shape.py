@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import mmap
+from pathlib import Path
+
 from gateway.message.shape import Shape, measure
 
 from ..contact.test_corpus import corpus_messages
 
 
-def shape(mail: bytes) -> Shape:
+def shape(mail: bytes | mmap.mmap) -> Shape:
     return measure(mail, max_parts=10**6, max_depth=10**6)
 
 
@@ -30,3 +33,14 @@ def test_every_corpus_mail_has_one_shape_whatever_its_line_ends() -> None:
         assert len(shapes) == 1, name
         compared += 1
     assert compared > 1000
+
+
+def test_a_memory_map_is_scanned_from_its_start_wherever_its_position(tmp_path: Path) -> None:
+    """A map's ``find`` starts at the map's position unless told otherwise: the lone CR near the start
+    must still be seen when the position has moved past it."""
+    mail = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r--b\r\n\r\ntwo\r\n--b--\r\n"
+    path = tmp_path / "mail.eml"
+    path.write_bytes(mail)
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        mapped.seek(len(mail) - 10)
+        assert shape(mapped) == shape(mail) == Shape(parts=3, depth=1)
