@@ -490,7 +490,7 @@ class Spool:
         self, mail_id: str, position: int, contact_id: str | None, thread_ids: Sequence[str] = ()
     ) -> None:
         """A target became a contact; its Message-ID is remembered for the replies to come. Not flushed on
-        its own (the next durable commit flushes it): were it lost to a power cut, the stored request
+        its own (the mail's :meth:`finish` flushes it): were it lost to a power cut, the stored request
         would be sent again, and Connect answers its ClientToken with the same contact."""
         with self._transaction(durable=False) as db:
             db.execute(
@@ -549,22 +549,16 @@ class Spool:
             )
 
     def finish(self, mail_id: str) -> None:
-        """Delivered: the bytes go (personal data is not kept longer than needed); the row stays a day.
-
-        A mail whose bytes are in the database is finished without a flush of its own, like its delivered
-        targets (the next durable commit flushes both): were they lost to a power cut, its stored requests
-        would be sent again, and Connect answers their ClientTokens with the same contacts. A mail in a file
-        is flushed first: its file is deleted after."""
-        found = self._rows("SELECT path FROM mail WHERE id = ?", (mail_id,))  # leased: it stays as read
-        path = found[0]["path"] if found else None
-        with self._transaction(durable=path is not None) as db:
+        """Delivered: the bytes go (personal data is not kept longer than needed); the row stays a day."""
+        with self._transaction() as db:
+            row = db.execute("SELECT path FROM mail WHERE id = ?", (mail_id,)).fetchone()
             db.execute(
                 "UPDATE mail SET state = 'done', raw = NULL, path = NULL, last_error = NULL,"
                 " lease_until = NULL WHERE id = ?",
                 (mail_id,),
             )
         with _boundary():
-            self._drop_file(path)
+            self._drop_file(row["path"] if row else None)
 
     def set_notice(self, mail_id: str, notice: Notice) -> None:
         """What became of the delivery status notification: sent, failed (retried later) or unsent."""

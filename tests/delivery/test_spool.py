@@ -12,7 +12,7 @@ import pytest
 from gateway.delivery.spool import THREAD_DAYS, MailState, Spool, SpoolBusyError, TargetState
 from gateway.delivery.workers import _after
 from gateway.errors import PermanentError
-from gateway.mail import FileContent, InMemoryContent, ReceivedMail, Target, route_json
+from gateway.mail import InMemoryContent, ReceivedMail, Target, route_json
 from gateway.settings import RouteSettings
 
 if TYPE_CHECKING:
@@ -174,21 +174,3 @@ def test_what_a_worker_concludes_from_is_what_the_spool_holds(spool: Spool) -> N
         (t.position, t.state, t.contact_id) for t in held.targets
     ]
     assert [t.state for t in view.targets] == [TargetState.PENDING, TargetState.DELIVERED]
-
-
-def test_finishing_flushes_only_where_a_file_is_deleted_after(spool: Spool, tmp_path: Path) -> None:
-    """A mail kept in the database is finished without a flush of its own (a power cut that lost it has
-    the stored requests sent again, with their ClientTokens); a mail in a file is flushed before its file
-    goes, so that no row is left naming a deleted file."""
-    in_database = spool.put(received())
-    spool.finish(in_database)
-    assert spool._synchronous == "NORMAL"
-    arrived = tmp_path / "arrived.eml"
-    arrived.write_bytes(RAW)
-    in_file = spool.put(replace(received(), content=FileContent(arrived, len(RAW))))
-    [stored] = (spool.path / "mail").iterdir()
-    spool.finish(in_file)
-    assert spool._synchronous == "FULL"
-    assert not stored.exists()
-    states = [mail.state if mail else None for mail in map(spool.get, (in_database, in_file))]
-    assert states == [MailState.DONE, MailState.DONE]
