@@ -17,7 +17,7 @@ from email.policy import compat32
 
 from gateway.mail import MailContent
 from gateway.message.automatic import LOOP_HEADER, Automatic, classify
-from gateway.message.mime import header_end, smtp_header_view
+from gateway.message.mime import header_end, listed_message_id, smtp_header_view
 from gateway.message.shape import measure
 from gateway.replies import Replies, Reply
 from gateway.settings import LimitSettings
@@ -48,8 +48,7 @@ def screen(content: MailContent, sender: str, limits: LimitSettings, hostname: s
     headers = [(name, str(value)) for name, value in parsed.raw_items()]
     received = sum(1 for name, _ in headers if name.lower() == "received")
     automatic = classify(headers, sender)
-    value = parsed.get("message-id")
-    message_id = str(value).strip()[:998] if value else None
+    message_id = listed_message_id(parsed)
 
     def read(refusal: Reply | None) -> Triage:
         """The verdict, with what the header said: the Message-ID goes with the mail, read once."""

@@ -30,6 +30,7 @@ __all__ = [
     "ParsedMail",
     "header_end",
     "header_message_id",
+    "listed_message_id",
     "parse_mail",
     "received_message_id",
     "smtp_header_view",
@@ -187,7 +188,11 @@ def smtp_header_view(raw: bytes) -> bytes:
 
 def header_message_id(raw: bytes) -> str | None:
     """The Message-ID from the header alone (cheap: for logs and listings, not for the contact)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(smtp_header_view(raw[:HEADER_BYTES]))
+    return listed_message_id(_HEADER_PARSER.parsebytes(smtp_header_view(raw[:HEADER_BYTES])))
+
+
+def listed_message_id(headers: Message) -> str | None:
+    """The Message-ID as listings and logs name it, from a parsed header section."""
     value = headers.get("message-id")
     return str(value).strip()[:998] if value else None
 
