@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/frontdoor.py`` (needs Postfix's ``smtp-source
 Every server is its own process; the emulator and the embedded S3 share another. Each figure is printed
 with the reference measured in the same run and their ratio (issue 12's goals in the last column):
 
-- peak RSS (summed over the gateway's process tree: its readers' forkserver and processes included) for one
+- peak RSS (summed over the gateway's process tree: its reader processes included) for one
   25 MB mail of 5 PDFs, received and delivered, against bare aiosmtpd receiving it;
 - peak RSS growth for one 40 MiB DATA of 2-byte lines, until the 250 (and, apart, while it is delivered);
 - 1,000 sessions at once (all connected, then all send a 2 KB mail): how many got a 250, and the peak RSS;

@@ -1,15 +1,16 @@
 """A process and its descendants, as ``/proc`` shows them: resident memory summed over the tree, CPU time,
 and a sampler of the tree's peak while something happens. Shared by the memory test and the benchmarks
-(the gateway's reader processes are children of its forkserver, so only the whole tree tells its cost)."""
+(the gateway reads mail in processes of its own, so only the whole tree tells its cost)."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PeakSampler", "tree", "tree_cpu_seconds", "tree_rss"]
+__all__ = ["PeakSampler", "settled", "tree", "tree_cpu_seconds", "tree_rss"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -47,6 +48,14 @@ def tree_rss(root: int) -> int:
         except (OSError, IndexError):
             continue
     return total
+
+
+def settled(root: int, processes: int, interval: float = 0.5) -> bool:
+    """Whether the tree has ``processes`` processes and its RSS moved by less than 1 MiB in ``interval``
+    seconds: its processes have started and imported what they need (what a mail then adds is its own)."""
+    before = tree_rss(root)
+    time.sleep(interval)
+    return len(tree(root)) >= processes and abs(tree_rss(root) - before) < 1024 * 1024
 
 
 def tree_cpu_seconds(root: int) -> float:

@@ -1,6 +1,10 @@
 """Worker processes that can be killed: a task that runs out of time, is cancelled, or kills its process
 takes the process with it, and a fresh one replaces it.
 
+Each is a fresh interpreter (``python -m gateway.delivery.processes``) that imports only what its tasks
+need, talking over a socket pair: not multiprocessing's forkserver, whose server process (29 MiB, the
+preloaded parser) and the resource tracker it requires (12 MiB) cost more than two readers together.
+
 Each process has its own pipe and takes one task at a time; the exchange (task out, answer back) runs in
 a thread, so that a large answer is never unpickled on the event loop and the budget's timer always
 fires. A process found dead when it is given a task (killed, out of memory, its initializer failed) is
@@ -15,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 __all__ = ["ProcessDied", "ProcessPool", "UnreadableAnswer"]
@@ -41,19 +48,27 @@ class ProcessDied(Exception):
 
 @dataclass(eq=False)  # each is itself: kept in sets
 class _Worker:
-    process: BaseProcess
+    process: subprocess.Popen[bytes]
     connection: Connection
     tasks: int = 0
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        """Its exit code; ``wait``: how long it may take to be reaped after its pipe ended."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(wait)
+        return self.process.returncode
 
     def stop(self, *, kill: bool) -> None:
         """Ends it: killed (mid-task, its state unknown), or asked to end (its pipe closed)."""
         if kill:
             self.process.kill()
         self.connection.close()
-        self.process.join(JOIN_SECONDS)
-        if self.process.exitcode is None:
+        if self.exit_code(JOIN_SECONDS) is None:
             self.process.kill()
-            self.process.join(JOIN_SECONDS)
+            self.exit_code(JOIN_SECONDS)
 
 
 def _serve(connection: Connection, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
@@ -70,6 +85,8 @@ def _serve(connection: Connection, initializer: Callable[..., None], initargs: t
             answer = (False, error)
         try:
             connection.send(answer)
+        except OSError:  # the parent is gone
+            return
         except Exception as error:  # an answer that cannot be pickled
             connection.send((False, RuntimeError(f"the answer could not be sent: {type(error).__name__}")))
 
@@ -82,16 +99,10 @@ class _Gone(Exception):
     """The process had ended before it was given the task."""
 
 
-def _exit(worker: _Worker, wait: float = 0.0) -> int | None:
-    """Its exit code; ``wait``: how long it may take to be reaped after its pipe ended."""
-    worker.process.join(wait)
-    return worker.process.exitcode
-
-
 def _exchange(worker: _Worker, task: Callable[..., Any], arguments: tuple[Any, ...]) -> tuple[bool, Any]:
     """The task to the process and its answer back, in a thread: a large answer (a parse with every file's
     bytes) is never unpickled on the event loop."""
-    if not worker.process.is_alive():
+    if not worker.alive():
         raise _Gone
     try:
         worker.connection.send((task, arguments))
@@ -100,27 +111,26 @@ def _exchange(worker: _Worker, task: Callable[..., Any], arguments: tuple[Any, .
     try:
         answer: tuple[bool, Any] = worker.connection.recv()
     except (EOFError, OSError):
-        raise ProcessDied(_exit(worker, JOIN_SECONDS)) from None
+        raise ProcessDied(worker.exit_code(JOIN_SECONDS)) from None
     except Exception as error:  # an answer that was pickled there but does not unpickle here
         raise UnreadableAnswer(type(error).__name__) from None
     return answer
 
 
 class ProcessPool:
-    """``processes`` processes from ``context``, each running ``initializer(*initargs)`` first and
-    replaced after ``max_tasks`` tasks (whatever it fragmented is given back)."""
+    """``processes`` processes, each running ``initializer(*initargs)`` first and replaced after
+    ``max_tasks`` tasks (whatever it fragmented is given back). Tasks, their arguments and answers are
+    pickled: functions by their module's name, which each process imports with the parent's ``sys.path``."""
 
     def __init__(
         self,
         processes: int,
         *,
-        context: BaseContext,
         initializer: Callable[..., None],
         initargs: tuple[Any, ...] = (),
         max_tasks: int = 0,
     ) -> None:
         self._size = processes
-        self._context = context
         self._initializer = initializer
         self._initargs = initargs
         self._max_tasks = max_tasks
@@ -128,7 +138,9 @@ class ProcessPool:
         self._workers: set[_Worker] = set()
         self._spawning: set[asyncio.Task[None]] = set()  # processes being started
         self._stopping: set[asyncio.Task[None]] = set()  # retired ones being stopped
+        self._retired: set[_Worker] = set()  # not yet reaped
         self._closed = False
+        self._lock = threading.Lock()  # _closed and _workers, between close() and a starting thread
 
     def start(self) -> None:
         """Start the processes, in the background (the first start of a fork server takes a second)."""
@@ -148,7 +160,7 @@ class ProcessPool:
                 _Gone
             ):  # it died while idle (killed, out of memory, its initializer failed): not the task's
                 log.warning(
-                    "a worker process had ended (exit code %s); another takes its task", _exit(worker)
+                    "a worker process had ended (exit code %s); another takes its task", worker.exit_code()
                 )
                 self._retire(worker, exchange, delay=RESPAWN_DELAY_SECONDS)
                 continue
@@ -170,11 +182,13 @@ class ProcessPool:
         """Stops ``worker`` once its last ``exchange`` is over (its pipe is closed only then: a descriptor
         closed under a reading thread could be reused by another socket), and starts another."""
         self._workers.discard(worker)
+        self._retired.add(worker)
 
         async def stop() -> None:
             with contextlib.suppress(BaseException):
                 await exchange
             await asyncio.to_thread(worker.stop, kill=False)  # a task overrun was killed already
+            self._retired.discard(worker)
 
         self._keep(stop(), self._stopping)
         if not self._closed:
@@ -195,25 +209,37 @@ class ProcessPool:
                 log.exception("a worker process could not be started; trying again")
                 await asyncio.sleep(RESPAWN_DELAY_SECONDS)
                 continue
-            if self._closed:
-                worker.stop(kill=True)
-                return
-            self._workers.add(worker)
-            self._idle.put_nowait(worker)
+            if worker is not None:
+                self._idle.put_nowait(worker)
             return
 
-    def _started(self) -> _Worker:
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(  # type: ignore[attr-defined]
-            target=_serve, args=(theirs, self._initializer, self._initargs), daemon=True
-        )
-        process.start()
-        theirs.close()
-        return _Worker(process, ours)
+    def _started(self) -> _Worker | None:
+        """A new process, counted among the workers (in this thread: a start that ends after
+        :meth:`close` stops its process instead, even if the task that asked for it was cancelled)."""
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            # -P: the working directory is not on its path; the parent's sys.path is sent below
+            code = f"from {__name__} import main; main({theirs.fileno()})"
+            process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+                [sys.executable, "-P", "-c", code], pass_fds=(theirs.fileno(),)
+            )
+            worker = _Worker(process, Connection(ours.detach()))
+        try:  # the path first: the initializer may live in a module only that path finds
+            worker.connection.send(list(sys.path))
+            worker.connection.send((self._initializer, self._initargs))
+        except OSError:  # it ended at once: found dead at its first task, and replaced
+            pass
+        with self._lock:
+            if not self._closed:
+                self._workers.add(worker)
+                return worker
+        worker.stop(kill=True)
+        return None
 
     def close(self) -> None:
         """Every process ended (asked, then killed if it does not go)."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
         for task in self._spawning:
             task.cancel()
         idle = set()
@@ -223,3 +249,19 @@ class ProcessPool:
             with contextlib.suppress(Exception):
                 worker.stop(kill=worker not in idle)  # a busy one is mid-task: nothing to wait for
         self._workers.clear()
+        for worker in self._retired:  # being stopped (the loop may end first): reaped here
+            worker.process.kill()
+            worker.exit_code(JOIN_SECONDS)
+
+
+def main(descriptor: int) -> None:
+    """A worker process: the parent's ``sys.path``, its initializer, then tasks until the pipe ends (the
+    parent stopped it, or died: nothing is left behind). Ctrl-C is the parent's to act on: it stops this."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    connection = Connection(descriptor)
+    try:
+        sys.path[:] = connection.recv()
+        initializer, initargs = connection.recv()
+    except EOFError:
+        return
+    _serve(connection, initializer, initargs)

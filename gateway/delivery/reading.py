@@ -2,7 +2,7 @@
 
 The standard library's MIME parser is pure Python and CPU-bound: on the event loop, one hostile mail would
 stall every session for as long as it takes. So mails are read in a small pool of worker processes
-(:mod:`.processes`, started with ``forkserver`` so that each starts from a clean, small process), each
+(:mod:`.processes`, each a fresh interpreter that imports only the parser), each
 capped in memory (``RLIMIT_AS``) and each mail in time (``budget``): a mail that takes longer, or makes
 its process die, is killed with it and reported :class:`~gateway.errors.UnreadableError`, and the
 process is replaced. The worker is handed where the mail is (its file), never the bytes of a large one,
@@ -13,7 +13,6 @@ the uploads stream from disk and no process ever holds all of a mail's attachmen
 from __future__ import annotations
 
 import io
-import multiprocessing
 import resource
 import secrets
 import shutil
@@ -155,19 +154,16 @@ class MailReader:
         self._policy = policy
         self._workdir = workdir
         self._budget = budget
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
         self._pool = ProcessPool(
             processes,
-            context=context,
             initializer=_limit_memory,
             initargs=(memory_limit,),
             max_tasks=TASKS_PER_PROCESS,
         )
 
     def start(self) -> None:
-        """Start the reader processes now, in the background and off the event loop: a fork server that
-        preloads the parser takes a second or more to start, which would stall every session at the
+        """Start the reader processes now, in the background and off the event loop: an interpreter that
+        imports the parser takes a fraction of a second to start, which would stall every session at the
         first mail read."""
         self._pool.start()
 

@@ -1,4 +1,4 @@
-"""The killable process pool that reads mail: real processes, started from multiprocessing's forkserver."""
+"""The killable process pool that reads mail: real processes, each a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -50,8 +50,7 @@ def fail() -> None:
 
 
 def pool(processes: int = 1, max_tasks: int = 0) -> ProcessPool:
-    context = multiprocessing.get_context("forkserver")
-    return ProcessPool(processes, context=context, initializer=_nothing, max_tasks=max_tasks)
+    return ProcessPool(processes, initializer=_nothing, max_tasks=max_tasks)
 
 
 async def _with_pool(check: object, processes: int = 1, max_tasks: int = 0) -> None:
