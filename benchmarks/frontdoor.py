@@ -42,7 +42,7 @@ from queue_throughput import ROOT, drive, free_port, gateway_config, inspect, st
 
 sys.path.insert(0, str(ROOT))
 from tests.helpers import make_mail
-from tests.processes import PeakSampler, tree, tree_cpu_seconds, tree_rss
+from tests.processes import PeakSampler, settled, tree, tree_cpu_seconds, tree_rss
 
 MIB = 1024 * 1024
 ROUNDS = 3  # accept-rate runs of each server, taking turns
@@ -231,6 +231,7 @@ class Servers:
         clear(self.emulator)
         send(port, plain_mail(-1))  # the readers' processes start at the first mail: part of "idle"
         until(lambda: contacts(self.emulator) >= 1, 60)
+        until(lambda: settled(process.pid, 1), 30)  # every reader has imported what it needs
         clear(self.emulator)
         return process, port
 
