@@ -19,13 +19,21 @@ Rules, in the order the tree is read:
 
 from __future__ import annotations
 
+import importlib
 import mimetypes
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from email import errors
 from email.message import Message
 from email.policy import compat32
 
 from gateway.message.decoding import decode_bytes, decode_header
 from gateway.message.tnef import is_tnef, read_tnef
+
+# How get_payload(decode=True) decodes base64 text (the module is private and has no type stubs).
+_decode_b: Callable[[bytes], tuple[bytes, list[errors.MessageDefect]]] = importlib.import_module(
+    "email._encoded_words"
+).decode_b
 
 __all__ = ["Attachment", "Content", "read_structure"]
 
@@ -112,6 +120,31 @@ def _payload(part: Message) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+def _taken_payload(part: Message) -> bytes:
+    """A file's decoded bytes, its encoded text taken out of the part first (read once, it is not held
+    again). A base64 text is decoded as ``get_payload(decode=True)`` decodes it, but from one copy at a
+    time: the library holds the text, its bytes, a list of its lines and their join at once (46 instead
+    of 29 MiB at the peak of a reader's parse of five 3.7 MB files)."""
+    payload = vars(part).get("_payload")  # the text as the parser stored it
+    if not (
+        isinstance(payload, str)
+        and payload.isascii()  # else the library's own ways (surrogates, raw-unicode-escape)
+        and str(part.get("content-transfer-encoding", "")).lower() == "base64"  # the library's test
+    ):
+        data = _payload(part)
+        part.set_payload("")
+        return data
+    part.set_payload("")
+    encoded = payload.encode("ascii")
+    del payload
+    joined = encoded.translate(None, b"\r\n")  # b"".join(encoded.splitlines()): bytes split only there
+    del encoded
+    data, defects = _decode_b(joined)
+    for defect in defects:
+        part.policy.handle_defect(part, defect)
+    return data
+
+
 def _newlines(text: str) -> str:
     """Bodies reach Connect with LF line ends, whatever the mail was sent with (CRLF, LF, even CR)."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
@@ -143,8 +176,7 @@ def _read(part: Message, content: Content, depth: int) -> None:
     elif content_type in ("text/plain", "text/html") and not _is_file(part):
         _read_text(part, content_type, content)
     else:
-        content.attachments.append(_as_file(part, _payload(part)))
-        part.set_payload("")  # read once: its encoded text goes now, so a large mail is not held twice
+        content.attachments.append(_as_file(part, _taken_payload(part)))
 
 
 def _read_multipart(part: Message, content_type: str, content: Content, depth: int) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.message import mime
+from gateway.message import mime, structure
 from gateway.message.mime import parse_mail
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -143,3 +145,31 @@ def test_the_header_section_is_found_however_the_file_is_read(step: int) -> None
 def test_a_mail_without_a_blank_line_is_all_header_section() -> None:
     raw = b"Subject: no body\r\nX: " + b"y" * 100_000
     assert mime._header_section(io.BytesIO(raw)) == (raw, b"")
+
+
+_ENCODED_TEXT = st.text(
+    alphabet=st.sampled_from(
+        list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n -*é")
+    ),
+    max_size=200,
+)
+
+
+@given(
+    text=st.one_of(_ENCODED_TEXT, st.binary(max_size=150).map(lambda b: base64.encodebytes(b).decode())),
+    encoding=st.sampled_from(["base64", "BASE64", " base64", "quoted-printable", ""]),
+)
+def test_a_file_is_decoded_as_the_library_decodes_it(text: str, encoding: str) -> None:
+    """A file's text is taken out of its part and decoded from one copy at a time: the bytes and the
+    defects recorded are get_payload(decode=True)'s, whatever the text (junk, bad padding, non-ASCII) and
+    the transfer encoding."""
+    parts = []
+    for _ in range(2):
+        part = Message()
+        part["Content-Transfer-Encoding"] = encoding
+        part.set_payload(text)
+        parts.append(part)
+    ours, library = parts
+    assert structure._taken_payload(ours) == library.get_payload(decode=True)
+    assert [type(d) for d in ours.defects] == [type(d) for d in library.defects]
+    assert ours.get_payload() == ""  # taken: the encoded text is not held twice
