@@ -118,7 +118,7 @@ def _exchange(worker: _Worker, task: Callable[..., Any], arguments: tuple[Any, .
 
 
 class ProcessPool:
-    """``processes`` processes, each running ``initializer(*initargs)`` first and replaced after
+    """Up to ``processes`` processes, each running ``initializer(*initargs)`` first and replaced after
     ``max_tasks`` tasks (whatever it fragmented is given back). Tasks, their arguments and answers are
     pickled: functions by their module's name, which each process imports with the parent's ``sys.path``."""
 
@@ -140,18 +140,31 @@ class ProcessPool:
         self._stopping: set[asyncio.Task[None]] = set()  # retired ones being stopped
         self._retired: set[_Worker] = set()  # not yet reaped
         self._closed = False
+        self._waiting = 0  # tasks waiting for an idle process
         self._lock = threading.Lock()  # _closed and _workers, between close() and a starting thread
 
     def start(self) -> None:
-        """Start the processes, in the background (the first start of a fork server takes a second)."""
-        for _ in range(self._size - len(self._workers) - len(self._spawning)):
+        """Start the first process, in the background; the others start when a task finds every process
+        busy (a quiet gateway keeps one: 29 MiB each)."""
+        if not self._workers and not self._spawning:
+            self._keep(self._spawn(), self._spawning)
+
+    def _grow(self) -> None:
+        """Another process, when more tasks wait than processes are idle or starting, up to the size."""
+        coming = self._idle.qsize() + len(self._spawning)
+        if self._waiting > coming and len(self._workers) + len(self._spawning) < self._size:
             self._keep(self._spawn(), self._spawning)
 
     async def run(self, task: Callable[..., T], arguments: tuple[Any, ...], budget: float) -> T:
         """``task(*arguments)`` in a process; :class:`TimeoutError` after ``budget`` seconds,
         :class:`ProcessDied` when its process ends first: either way the process is replaced."""
         while True:
-            worker = await self._idle.get()
+            self._waiting += 1
+            try:
+                self._grow()
+                worker = await self._idle.get()
+            finally:
+                self._waiting -= 1
             exchange = asyncio.ensure_future(asyncio.to_thread(_exchange, worker, task, arguments))
             try:
                 async with asyncio.timeout(budget):

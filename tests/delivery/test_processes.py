@@ -22,6 +22,7 @@ from gateway.mail import InMemoryContent
 from gateway.settings import ContentPolicy
 
 from ..helpers import make_mail
+from ..processes import tree
 
 
 def _nothing() -> None:
@@ -220,3 +221,38 @@ def test_the_readers_tasks_read_a_mail_from_its_source(tmp_path: Path) -> None:
     assert not body.path.exists()
     parsed = reading._parse_in_worker(source)
     assert [a.data for a in parsed.attachments] == [data]
+
+
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _pool_processes() -> list[int]:
+    """This process's workers, found by their command line."""
+    return [
+        child
+        for child in tree(os.getpid())
+        if b"gateway.delivery.processes import main" in _command_line(child)
+    ]
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
+
+
+def test_a_pool_keeps_one_process_until_tasks_wait_and_grows_to_its_size_only() -> None:
+    """A quiet pool costs one process; tasks that find every process busy start more, never beyond the
+    pool's size."""
+
+    async def check(workers: ProcessPool) -> None:
+        sequential = {await workers.run(pid, (), budget=30) for _ in range(3)}
+        assert len(sequential) == 1 and len(_pool_processes()) == 1
+        at_once = await asyncio.gather(*(workers.run(sleep_then_pid, (1.0,), budget=30) for _ in range(4)))
+        assert len(set(at_once)) == 2 and sequential < set(at_once)
+        assert len(_pool_processes()) == 2
+
+    asyncio.run(_with_pool(check, processes=2))
