@@ -1,9 +1,14 @@
 """Worker processes that can be killed: a task that runs out of time, is cancelled, or kills its process
 takes the process with it, and a fresh one replaces it.
 
-Each is a fresh interpreter (``python -m gateway.delivery.processes``) that imports only what its tasks
-need, talking over a socket pair: not multiprocessing's forkserver, whose server process (29 MiB, the
-preloaded parser) and the resource tracker it requires (12 MiB) cost more than two readers together.
+Each is a fresh interpreter that imports only what its tasks need, talking over a socket pair: not
+multiprocessing's forkserver, whose server process (29 MiB, the preloaded parser) and the resource tracker
+it requires (12 MiB) cost more than two readers together. Like forkserver's children, it takes the parent's
+``sys.path`` before it imports anything of ours (so it runs the parent's code, wherever that came from), and
+it counts as started only once it said it is ready: one that cannot start is retried, and no mail is blamed.
+It is in a process group of its own and ignores SIGINT and SIGTERM (a Ctrl-C, or systemd stopping the
+unit, is the parent's to act on: it stops its readers once mails in progress are done), and it ends itself
+when its parent is gone.
 
 Each process has its own pipe and takes one task at a time; the exchange (task out, answer back) runs in
 a thread, so that a large answer is never unpickled on the event loop and the budget's timer always
@@ -19,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -71,13 +78,31 @@ class _Worker:
             self.exit_code(JOIN_SECONDS)
 
 
+READY = "ready"  # what a process says once its initializer ran
+START_SECONDS = 60.0  # a process that has not said it is ready by then is stopped, and another started
+# A new process's first lines: standard library only, until the parent's sys.path is in place.
+_BOOTSTRAP = """\
+import sys
+from multiprocessing.connection import Connection
+connection = Connection({descriptor})
+try:
+    sys.path[:] = connection.recv()
+except (EOFError, OSError):
+    raise SystemExit(0)
+from {module} import main
+main(connection)
+"""
+
+
 def _serve(connection: Connection, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
-    """A worker process: tasks in, ``(True, result)`` or ``(False, exception)`` out, until the pipe ends."""
+    """A worker process: ready once ``initializer`` ran, then tasks in, ``(True, result)`` or ``(False,
+    exception)`` out, until the pipe ends."""
     initializer(*initargs)
+    connection.send(READY)
     while True:
         try:
             task, arguments = connection.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the parent stopped it, or is gone
             return
         try:
             answer: tuple[bool, Any] = (True, task(*arguments))
@@ -227,21 +252,30 @@ class ProcessPool:
             return
 
     def _started(self) -> _Worker | None:
-        """A new process, counted among the workers (in this thread: a start that ends after
-        :meth:`close` stops its process instead, even if the task that asked for it was cancelled)."""
+        """A new process that said it is ready, counted among the workers (in this thread: a start that
+        ends after :meth:`close` stops its process instead, even if the task that asked for it was
+        cancelled)."""
         ours, theirs = socket.socketpair()
         with ours, theirs:
-            # -P: the working directory is not on its path; the parent's sys.path is sent below
-            code = f"from {__name__} import main; main({theirs.fileno()})"
+            code = _BOOTSTRAP.format(descriptor=theirs.fileno(), module=__name__)
             process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                [sys.executable, "-P", "-c", code], pass_fds=(theirs.fileno(),)
+                [sys.executable, "-P", "-c", code],  # -P: not the working directory, the parent's path
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                process_group=0,
             )
             worker = _Worker(process, Connection(ours.detach()))
-        try:  # the path first: the initializer may live in a module only that path finds
+        try:
             worker.connection.send(list(sys.path))
             worker.connection.send((self._initializer, self._initargs))
-        except OSError:  # it ended at once: found dead at its first task, and replaced
-            pass
+            if not worker.connection.poll(START_SECONDS):
+                raise TimeoutError(f"not ready within {START_SECONDS:g} seconds")
+            if worker.connection.recv() != READY:
+                raise RuntimeError("it did not say it was ready")
+        except (OSError, EOFError, TimeoutError, RuntimeError) as error:  # its error is on stderr
+            worker.stop(kill=True)
+            reason = f"exit code {worker.exit_code()}" if isinstance(error, EOFError | OSError) else error
+            raise RuntimeError(f"a worker process could not start ({reason})") from None
         with self._lock:
             if not self._closed:
                 self._workers.add(worker)
@@ -267,14 +301,21 @@ class ProcessPool:
             worker.exit_code(JOIN_SECONDS)
 
 
-def main(descriptor: int) -> None:
-    """A worker process: the parent's ``sys.path``, its initializer, then tasks until the pipe ends (the
-    parent stopped it, or died: nothing is left behind). Ctrl-C is the parent's to act on: it stops this."""
+def main(connection: Connection) -> None:
+    """A worker process, its parent's ``sys.path`` in place (:data:`_BOOTSTRAP`): its initializer, then
+    tasks until the pipe ends (the parent stopped it, or died: nothing is left behind)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    connection = Connection(descriptor)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_end_when_orphaned, args=(os.getppid(),), daemon=True).start()
     try:
-        sys.path[:] = connection.recv()
         initializer, initargs = connection.recv()
-    except EOFError:
+    except (EOFError, OSError):
         return
     _serve(connection, initializer, initargs)
+
+
+def _end_when_orphaned(parent: int, interval: float = 1.0) -> None:
+    """A task outlives a parent that was killed (the budget is the parent's to enforce): it ends here."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(0)

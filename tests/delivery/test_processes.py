@@ -6,7 +6,10 @@ import asyncio
 import multiprocessing
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from gateway.errors import UnreadableError
 from gateway.mail import InMemoryContent
 from gateway.settings import ContentPolicy
 
-from ..helpers import make_mail
+from ..helpers import ROOT, eventually, make_mail
 from ..processes import tree
 
 
@@ -163,6 +166,7 @@ def test_a_worker_answers_each_task_until_its_pipe_ends() -> None:
     ours, theirs = multiprocessing.Pipe()
     worker = threading.Thread(target=processes._serve, args=(theirs, _nothing, ()))
     worker.start()
+    assert ours.recv() == processes.READY
     ours.send((double, (4,)))
     assert ours.recv() == (True, 8)
     ours.send((fail, ()))
@@ -256,3 +260,102 @@ def test_a_pool_keeps_one_process_until_tasks_wait_and_grows_to_its_size_only() 
         assert len(_pool_processes()) == 2
 
     asyncio.run(_with_pool(check, processes=2))
+
+
+def fail_the_first_time(marker: str) -> None:
+    """An initializer that fails in the first process to run it (as an import that breaks would)."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise RuntimeError("first start fails")
+
+
+def test_a_process_that_cannot_start_is_retried_and_no_task_is_blamed(tmp_path: Path) -> None:
+    async def check() -> None:
+        workers = ProcessPool(1, initializer=fail_the_first_time, initargs=(str(tmp_path / "failed"),))
+        workers.start()
+        try:
+            assert await asyncio.wait_for(workers.run(double, (5,), budget=30), 60) == 10
+        finally:
+            workers.close()
+        assert (tmp_path / "failed").exists()  # the first process did fail
+
+    asyncio.run(check())
+
+
+def test_a_process_ignores_sigterm_and_finishes_its_task() -> None:
+    """systemd stops a unit by sending SIGTERM to every process in it: the parent decides when its readers
+    end (after the mails in progress), so a reader mid-mail carries on."""
+
+    async def check(workers: ProcessPool) -> None:
+        reader = await workers.run(pid, (), budget=30)
+        running = asyncio.ensure_future(workers.run(sleep_then_pid, (1.5,), budget=30))
+        await asyncio.sleep(0.5)
+        os.kill(reader, signal.SIGTERM)
+        assert await running == reader
+
+    asyncio.run(_with_pool(check))
+
+
+ORPHAN = """
+import asyncio, sys, time
+from gateway.delivery.processes import ProcessPool
+from tests.delivery.test_processes import _nothing, pid, sleep
+
+async def main():
+    workers = ProcessPool(1, initializer=_nothing)
+    print(await workers.run(pid, (), budget=60), flush=True)
+    await workers.run(sleep, (60,), budget=120)
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_whose_parent_was_killed_mid_task_ends_itself() -> None:
+    """Only the parent enforces a task's budget: a reader left running a task when its parent is killed
+    ends on its own, not when the task does."""
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        reader = int(parent.stdout.readline())
+        time.sleep(0.5)  # the 60-second task is running
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()  # the reader holds the pipe too: not waited for
+    eventually(lambda: not Path(f"/proc/{reader}").exists() or _zombie(reader), seconds=10)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+SECOND_CHECKOUT = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from gateway.delivery.processes import ProcessPool
+
+async def main():
+    workers = ProcessPool(1, initializer=int)
+    try:
+        print(await workers.run(eval, ("__import__('gateway').__file__",), budget=60))
+    finally:
+        workers.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_runs_the_parents_code_wherever_that_came_from(tmp_path: Path) -> None:
+    """The parent's sys.path is in place before the process imports anything of the gateway: a parent
+    running another copy of the package (a second checkout, a zipapp) has readers running that copy, not
+    whichever one the interpreter would find by itself."""
+    shutil.copytree(ROOT / "gateway", tmp_path / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
+    found = subprocess.run(
+        [sys.executable, "-c", SECOND_CHECKOUT, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert Path(found.stdout.strip()) == tmp_path / "gateway" / "__init__.py"
