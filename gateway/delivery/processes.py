@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -164,6 +163,7 @@ class ProcessPool:
         self._spawning: set[asyncio.Task[None]] = set()  # processes being started
         self._stopping: set[asyncio.Task[None]] = set()  # retired ones being stopped
         self._retired: set[_Worker] = set()  # not yet reaped
+        self._starting: set[_Worker] = set()  # started, not yet ready (under _lock)
         self._closed = False
         self._waiting = 0  # tasks waiting for an idle process
         self._lock = threading.Lock()  # _closed and _workers, between close() and a starting thread
@@ -248,15 +248,19 @@ class ProcessPool:
                 await asyncio.sleep(RESPAWN_DELAY_SECONDS)
                 continue
             if worker is not None:
+                # no longer "starting" once idle: a task that takes it must not count it as coming too
+                self._spawning.discard(asyncio.current_task())
                 self._idle.put_nowait(worker)
             return
 
     def _started(self) -> _Worker | None:
-        """A new process that said it is ready, counted among the workers (in this thread: a start that
-        ends after :meth:`close` stops its process instead, even if the task that asked for it was
-        cancelled)."""
+        """A new process that said it is ready, counted among the workers; None once the pool is closed
+        (in this thread: :meth:`close` kills a process still starting, even if the task that asked for it
+        was cancelled, so that nothing waits for its start)."""
         ours, theirs = socket.socketpair()
-        with ours, theirs:
+        with ours, theirs, self._lock:
+            if self._closed:
+                return None
             code = _BOOTSTRAP.format(descriptor=theirs.fileno(), module=__name__)
             process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 [sys.executable, "-P", "-c", code],  # -P: not the working directory, the parent's path
@@ -265,6 +269,7 @@ class ProcessPool:
                 process_group=0,
             )
             worker = _Worker(process, Connection(ours.detach()))
+            self._starting.add(worker)
         try:
             worker.connection.send(list(sys.path))
             worker.connection.send((self._initializer, self._initargs))
@@ -273,10 +278,15 @@ class ProcessPool:
             if worker.connection.recv() != READY:
                 raise RuntimeError("it did not say it was ready")
         except (OSError, EOFError, TimeoutError, RuntimeError) as error:  # its error is on stderr
+            with self._lock:
+                self._starting.discard(worker)
             worker.stop(kill=True)
+            if self._closed:  # killed by close()
+                return None
             reason = f"exit code {worker.exit_code()}" if isinstance(error, EOFError | OSError) else error
             raise RuntimeError(f"a worker process could not start ({reason})") from None
         with self._lock:
+            self._starting.discard(worker)
             if not self._closed:
                 self._workers.add(worker)
                 return worker
@@ -287,6 +297,9 @@ class ProcessPool:
         """Every process ended (asked, then killed if it does not go)."""
         with self._lock:
             self._closed = True
+            starting = list(self._starting)
+        for worker in starting:  # its start sees the pipe end and stops it
+            worker.process.kill()
         for task in self._spawning:
             task.cancel()
         idle = set()
@@ -306,7 +319,7 @@ def main(connection: Connection) -> None:
     tasks until the pipe ends (the parent stopped it, or died: nothing is left behind)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_end_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    _end_when_orphaned(os.getppid())
     try:
         initializer, initargs = connection.recv()
     except (EOFError, OSError):
@@ -315,7 +328,13 @@ def main(connection: Connection) -> None:
 
 
 def _end_when_orphaned(parent: int, interval: float = 1.0) -> None:
-    """A task outlives a parent that was killed (the budget is the parent's to enforce): it ends here."""
-    while os.getppid() == parent:
-        time.sleep(interval)
-    os._exit(0)
+    """A task outlives a parent that was killed (the budget is the parent's to enforce): a timer checks
+    every ``interval`` seconds and ends the process then. A timer, not a thread: a thread's stack and
+    malloc arena would take about 73 MiB of the reader's ``RLIMIT_AS``; interrupted system calls resume."""
+
+    def check(signum: int, frame: object) -> None:
+        if os.getppid() != parent:
+            os._exit(0)
+
+    signal.signal(signal.SIGALRM, check)
+    signal.setitimer(signal.ITIMER_REAL, interval, interval)

@@ -359,3 +359,45 @@ def test_a_process_runs_the_parents_code_wherever_that_came_from(tmp_path: Path)
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert Path(found.stdout.strip()) == tmp_path / "gateway" / "__init__.py"
+
+
+def threads() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def test_a_process_runs_on_one_thread() -> None:
+    """A second thread would take its stack and a malloc arena (about 73 MiB) out of the reader's
+    RLIMIT_AS, and a mail that fits the configured memory would fail to read."""
+
+    async def check(workers: ProcessPool) -> None:
+        assert await workers.run(threads, (), budget=30) == 1
+
+    asyncio.run(_with_pool(check))
+
+
+def test_closing_the_pool_stops_a_process_still_starting() -> None:
+    """A reader whose start hangs (here: its initializer) is killed by close(): the gateway's exit does
+    not wait for its start to time out."""
+
+    async def check() -> list[int]:
+        workers = ProcessPool(1, initializer=time.sleep, initargs=(120,))
+        workers.start()
+        await asyncio.sleep(1.0)  # started, not ready
+        starting = _pool_processes()
+        workers.close()
+        return starting
+
+    ended = threading.Event()
+    found: list[list[int]] = []
+
+    def run() -> None:
+        found.append(asyncio.run(check()))
+        ended.set()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    assert ended.wait(60), "the event loop's exit waited for the start"
+    runner.join()
+    assert len(found[0]) == 1
+    eventually(lambda: not _pool_processes(), seconds=10)
