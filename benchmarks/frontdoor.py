@@ -229,7 +229,7 @@ class Servers:
         )
         wait_for_port(port)
         clear(self.emulator)
-        send(port, plain_mail(-1))  # the readers' processes start at the first mail: part of "idle"
+        send(port, plain_mail(-1))  # a first mail warms the reader: part of "idle"
         until(lambda: contacts(self.emulator) >= 1, 60)
         until(lambda: settled(process.pid, 1), 30)  # every reader has imported what it needs
         clear(self.emulator)

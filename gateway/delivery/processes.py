@@ -166,7 +166,7 @@ class ProcessPool:
         self._starting: set[_Worker] = set()  # started, not yet ready (under _lock)
         self._closed = False
         self._waiting = 0  # tasks waiting for an idle process
-        self._lock = threading.Lock()  # _closed and _workers, between close() and a starting thread
+        self._lock = threading.Lock()  # _closed, _workers and _starting: close() and a starting thread
 
     def start(self) -> None:
         """Start the first process, in the background; the others start when a task finds every process

@@ -162,9 +162,9 @@ class MailReader:
         )
 
     def start(self) -> None:
-        """Start the reader processes now, in the background and off the event loop: an interpreter that
-        imports the parser takes a fraction of a second to start, which would stall every session at the
-        first mail read."""
+        """Start the first reader process now, in the background and off the event loop: an interpreter
+        that imports the parser takes a fraction of a second to start, which would stall every session at
+        the first mail read (the others start when mails wait for a reader)."""
         self._pool.start()
 
     async def read(self, source: MailSource, infected: Sequence[InfectedFile] = ()) -> ReadMail:
